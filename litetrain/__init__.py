@@ -1,0 +1,16 @@
+"""litetrain: on-device training for Python. Author a model once, convert it to one .tflite file
+with train/infer/save/restore signatures, and run any of them with NumPy only."""
+from . import losses, nn, ops, optim
+from .autodiff import gradients
+from .checkpoint import CheckpointError
+from .convert import convert, trace_program
+from .interpreter import Interpreter, SignatureError, SignatureRunner
+from .module import Buffer, Module, Param, TensorSpec, signature
+from .runtime import ExecutionError
+from .trace import TraceError
+
+__version__ = "0.1.0"
+
+__all__ = ["Buffer", "CheckpointError", "ExecutionError", "Interpreter", "Module", "Param",
+           "SignatureError", "SignatureRunner", "TensorSpec", "TraceError", "convert", "gradients",
+           "losses", "nn", "ops", "optim", "signature", "trace_program"]

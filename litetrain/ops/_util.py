@@ -1,0 +1,114 @@
+"""Helpers shared by the op families: shape inference rules and gradient plumbing."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..trace import Tensor, builder_of
+
+
+def broadcast_shapes(*shapes):
+    """NumPy broadcasting on shapes whose dims may be None (unknown)."""
+    rank = max(len(s) for s in shapes)
+    out = []
+    for dims in zip(*[(1,) * (rank - len(s)) + tuple(s) for s in shapes]):
+        known = {d for d in dims if d is not None and d != 1}
+        if len(known) > 1:
+            raise ValueError(f"shapes {' and '.join(map(str, shapes))} do not broadcast")
+        if known:
+            out.append(known.pop())
+        elif any(d is None for d in dims):
+            out.append(None)
+        else:
+            out.append(1)
+    return tuple(out)
+
+
+def same(attrs, inputs):
+    """Output like the first input."""
+    return [(inputs[0].dtype, inputs[0].shape)]
+
+
+def broadcast_infer(attrs, inputs):
+    dtypes = {t.dtype for t in inputs}
+    if len(dtypes) != 1:
+        raise ValueError(f"inputs must have one dtype, got {sorted(dtypes)}")
+    return [(inputs[0].dtype, broadcast_shapes(*[t.shape for t in inputs]))]
+
+
+def compare_infer(attrs, inputs):
+    (dtype, shape), = broadcast_infer(attrs, inputs)
+    return [("bool", shape)]
+
+
+def const_value(info, what="input"):
+    """The constant data of a TensorInfo, or an error saying it must be known at conversion."""
+    if info is None or info.data is None:
+        raise ValueError(f"{what} must be a constant known at conversion time")
+    return info.data
+
+
+def normalize_axes(axes, rank):
+    axes = np.atleast_1d(np.asarray(axes, dtype=np.int64))
+    out = []
+    for a in axes.tolist():
+        if not -rank <= a < rank:
+            raise ValueError(f"axis {a} is out of range for rank {rank}")
+        out.append(a % rank)
+    return tuple(sorted(set(out)))
+
+
+ACTIVATIONS = {
+    "NONE": lambda x: x,
+    "RELU": lambda x: np.maximum(x, 0).astype(x.dtype, copy=False),
+    "RELU_N1_TO_1": lambda x: np.clip(x, -1, 1).astype(x.dtype, copy=False),
+    "RELU6": lambda x: np.clip(x, 0, 6).astype(x.dtype, copy=False),
+    "TANH": lambda x: np.tanh(x),
+    "SIGN_BIT": lambda x: np.signbit(x).astype(x.dtype),
+}
+
+
+def fused(x, activation):
+    try:
+        return ACTIVATIONS[activation](x)
+    except KeyError:
+        raise ValueError(f"unknown fused activation {activation!r}") from None
+
+
+def no_fused_activation(attrs, op):
+    act = attrs.get("fused_activation_function", "NONE")
+    if act != "NONE":
+        raise NotImplementedError(f"the gradient of {op} with fused activation {act} is taken after "
+                                  "splitting the activation into its own op")
+
+
+def unbroadcast(g: Tensor, x: Tensor) -> Tensor:
+    """Sum `g` (shaped like a broadcast result) down to the shape of `x`."""
+    from . import reshape, reduce_sum, shape_of
+    gs, xs = g.shape, x.shape
+    lead = len(gs) - len(xs)
+    axes = list(range(lead))
+    for i, d in enumerate(xs):
+        gd = gs[lead + i]
+        if d == 1 and gd != 1:
+            axes.append(lead + i)
+    if axes:
+        g = reduce_sum(g, axes, keepdims=False)
+    if tuple(g.shape) == tuple(xs):
+        return g
+    if sum(d is None for d in xs) <= 1:
+        return reshape(g, [-1 if d is None else d for d in xs])
+    return reshape(g, shape_of(x), known_shape=xs)
+
+
+def num_elements(x: Tensor, axes=None, dtype=None) -> Tensor:
+    """The number of elements of `x` (over `axes`), as a scalar tensor of x's dtype."""
+    from . import cast, gather, reduce_prod, shape_of
+    fb = builder_of(x)
+    dims = [x.shape[a] for a in (range(x.ndim) if axes is None else axes)]
+    dtype = dtype or x.dtype
+    if None not in dims:
+        return fb.const(float(np.prod(dims, dtype=np.float64)), dtype)
+    shp = shape_of(x)
+    if axes is not None:
+        shp = gather(shp, fb.const(np.asarray(list(axes), np.int32)))
+    return cast(reduce_prod(shp, [0]), dtype)

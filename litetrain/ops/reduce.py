@@ -1,0 +1,166 @@
+"""Reductions over axes (sum, mean, max, min, prod, arg_max) and softmax / log_softmax."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..registry import NOT_DIFFERENTIABLE, Builtin, defop
+from ..trace import builder_of
+from ._util import const_value, normalize_axes, num_elements, same
+
+KEEP = {"keep_dims": False}
+KEEP_FIELD = {"keep_dims": "bool"}
+
+
+def _reduce_infer(attrs, inputs):
+    x, axis = inputs
+    if axis.dtype not in ("int32", "int64"):
+        raise ValueError(f"axis must be int32, got {axis.dtype}")
+    axes = normalize_axes(const_value(axis, "axis"), len(x.shape)) if x.shape else ()
+    if attrs["keep_dims"]:
+        shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape))
+    else:
+        shape = tuple(d for i, d in enumerate(x.shape) if i not in axes)
+    return [(x.dtype, shape)]
+
+
+def _reducer(fn):
+    def kernel(x, axis, keep_dims=False):
+        axes = normalize_axes(axis, x.ndim) if x.ndim else ()
+        return np.asarray(fn(x, axis=axes, keepdims=keep_dims), dtype=x.dtype)
+    return kernel
+
+
+def _axes_of(x, axis):
+    return normalize_axes(axis.constant, x.ndim) if x.ndim else ()
+
+
+def _expand_back(g, x, axes, keep_dims):
+    """Broadcast a reduced gradient back to x's shape."""
+    from . import broadcast_to, reshape, shape_of
+    if not keep_dims:
+        kept = [1 if i in axes else d for i, d in enumerate(x.shape)]
+        if sum(d is None for d in kept) <= 1:
+            g = reshape(g, [-1 if d is None else d for d in kept])
+        else:
+            fb = builder_of(g)
+            from . import where as _where
+            mask = fb.const(np.asarray([i in axes for i in range(x.ndim)]))
+            dyn = _where(mask, fb.const(np.ones(x.ndim, np.int32)), shape_of(x))
+            g = reshape(g, dyn, known_shape=tuple(kept))
+    if None in x.shape:
+        return broadcast_to(g, shape_of(x), known_shape=x.shape)
+    return broadcast_to(g, list(x.shape))
+
+
+def _sum_vjp(inputs, outputs, grads, keep_dims=False):
+    x, axis = inputs
+    return [_expand_back(grads[0], x, _axes_of(x, axis), keep_dims), None]
+
+
+def _mean_vjp(inputs, outputs, grads, keep_dims=False):
+    from . import div
+    x, axis = inputs
+    axes = _axes_of(x, axis)
+    g = div(grads[0], num_elements(x, axes))
+    return [_expand_back(g, x, axes, keep_dims), None]
+
+
+def _extreme_vjp(inputs, outputs, grads, keep_dims=False):
+    """Gradient of max/min: shared equally among the elements that attain it."""
+    from . import cast, div, equal, mul, reduce_sum
+    x, axis = inputs
+    axes = _axes_of(x, axis)
+    y = _expand_back(outputs[0], x, axes, keep_dims)
+    mask = cast(equal(x, y), x.dtype)
+    count = reduce_sum(mask, list(axes), keepdims=True)
+    g = _expand_back(grads[0], x, axes, keep_dims)
+    return [div(mul(g, mask), _expand_back(count, x, axes, True)), None]
+
+
+def _prod_vjp(inputs, outputs, grads, keep_dims=False):
+    from . import div, mul
+    x, axis = inputs
+    axes = _axes_of(x, axis)
+    # d prod / dx_i = prod / x_i (inputs with zeros are outside this rule's domain)
+    y = _expand_back(outputs[0], x, axes, keep_dims)
+    g = _expand_back(grads[0], x, axes, keep_dims)
+    return [div(mul(g, y), x), None]
+
+
+for _name, _code, _fn, _vjp in [("sum", "SUM", np.sum, _sum_vjp), ("mean", "MEAN", np.mean, _mean_vjp),
+                                ("reduce_max", "REDUCE_MAX", np.max, _extreme_vjp),
+                                ("reduce_min", "REDUCE_MIN", np.min, _extreme_vjp),
+                                ("reduce_prod", "REDUCE_PROD", np.prod, _prod_vjp)]:
+    defop(_name, infer=_reduce_infer, kernel=_reducer(_fn), vjp=_vjp, attrs=KEEP, num_inputs=(2, 2),
+          tflite=Builtin(_code, "ReducerOptions", KEEP_FIELD))
+
+
+def _argmax_infer(attrs, inputs):
+    x, axis = inputs
+    a, = normalize_axes(const_value(axis, "axis"), len(x.shape))
+    return [(attrs["output_type"], tuple(d for i, d in enumerate(x.shape) if i != a))]
+
+
+defop("arg_max", infer=_argmax_infer, vjp=NOT_DIFFERENTIABLE, num_inputs=(2, 2),
+      kernel=lambda x, axis, output_type="int64": np.argmax(x, axis=int(np.asarray(axis).reshape(-1)[0])).astype(output_type),
+      attrs={"output_type": "int64"}, tflite=Builtin("ARG_MAX", "ArgMaxOptions", {"output_type": "dtype"}))
+
+
+def _softmax_kernel(x, beta=1.0):
+    z = (x - x.max(axis=-1, keepdims=True)) * np.asarray(beta, x.dtype)
+    e = np.exp(z)
+    return (e / e.sum(axis=-1, keepdims=True)).astype(x.dtype, copy=False)
+
+
+def _softmax_vjp(inputs, outputs, grads, beta=1.0):
+    from . import mul, reduce_sum, sub
+    y, = outputs
+    g, = grads
+    gy = mul(g, y)
+    d = sub(gy, mul(y, reduce_sum(gy, [-1], keepdims=True)))
+    return [d if beta == 1.0 else mul(d, float(beta))]
+
+
+def _log_softmax_kernel(x):
+    z = x - x.max(axis=-1, keepdims=True)
+    return (z - np.log(np.exp(z).sum(axis=-1, keepdims=True))).astype(x.dtype, copy=False)
+
+
+def _log_softmax_vjp(inputs, outputs, grads):
+    from . import exp, mul, reduce_sum, sub
+    g, = grads
+    return [sub(g, mul(exp(outputs[0]), reduce_sum(g, [-1], keepdims=True)))]
+
+
+defop("softmax", infer=same, kernel=_softmax_kernel, vjp=_softmax_vjp, attrs={"beta": 1.0},
+      num_inputs=(1, 1), tflite=Builtin("SOFTMAX", "SoftmaxOptions", {"beta": "float"}))
+defop("log_softmax", infer=same, kernel=_log_softmax_kernel, vjp=_log_softmax_vjp, num_inputs=(1, 1),
+      tflite=Builtin("LOG_SOFTMAX", "LogSoftmaxOptions"))
+
+
+def _reduce(op, x, axis, keepdims):
+    fb = builder_of(x)
+    if axis is None:
+        axis = list(range(x.ndim))
+    axes = np.asarray(np.atleast_1d(axis), dtype=np.int32)
+    return fb.emit(op, [x, fb.const(axes)], {"keep_dims": bool(keepdims)})
+
+
+def reduce_sum(x, axis=None, keepdims=False): return _reduce("sum", x, axis, keepdims)
+def reduce_mean(x, axis=None, keepdims=False): return _reduce("mean", x, axis, keepdims)
+def reduce_max(x, axis=None, keepdims=False): return _reduce("reduce_max", x, axis, keepdims)
+def reduce_min(x, axis=None, keepdims=False): return _reduce("reduce_min", x, axis, keepdims)
+def reduce_prod(x, axis=None, keepdims=False): return _reduce("reduce_prod", x, axis, keepdims)
+
+
+def argmax(x, axis=-1, output_type="int32"):
+    fb = builder_of(x)
+    return fb.emit("arg_max", [x, fb.const(np.asarray([axis], np.int32))], {"output_type": output_type})
+
+
+def softmax(x, beta=1.0):
+    return builder_of(x).emit("softmax", [x], {"beta": float(beta)})
+
+
+def log_softmax(x):
+    return builder_of(x).emit("log_softmax", [x])
