@@ -12,7 +12,7 @@ import json
 import numpy as np
 
 from .ir import Node, Program, Signature
-from .module import Module, Slot, TensorSpec
+from .module import Module
 from .passes import optimize
 from .trace import ProgramBuilder, Tensor, TraceError
 
@@ -102,8 +102,10 @@ def _distinct(fb, t: Tensor) -> Tensor:
 
 
 def _weights(program, module):
-    slots = {s.path for s in module.states() if isinstance(s, Slot)}
-    return [v for v in program.variables.values() if v.name not in slots and v.kind != "slot"]
+    """The model's own variables: everything but optimizer state."""
+    from .optim import Optimizer
+    optimizer_state = {s.path for m in module.modules() if isinstance(m, Optimizer) for s in m.states()}
+    return [v for v in program.variables.values() if v.name not in optimizer_state]
 
 
 def _states_by_path(module):

@@ -47,27 +47,29 @@ class SignatureRunner:
         self._sig = interpreter._program.signature(key)
         self._fn = interpreter._program.functions[self._sig.function]
         self.signature_key = key
+        names = {v: k for k, v in self._sig.inputs.items()}
+        # built once: (input name, dtype, shape) in the function's input order
+        self._inputs = [(names[i], self._fn.tensors[i].dtype, self._fn.tensors[i].shape) for i in self._fn.inputs]
+        self._outputs = [(name, self._fn.outputs.index(i)) for name, i in self._sig.outputs.items()]
 
     def __call__(self, **inputs):
-        sig, fn = self._sig, self._fn
-        extra = sorted(set(inputs) - set(sig.inputs))
-        if extra:
-            raise SignatureError(f"signature {sig.key!r} has no input(s) {extra}; it takes {sorted(sig.inputs)}")
-        missing = sorted(set(sig.inputs) - set(inputs) - set(sig.defaults))
-        if missing:
-            raise SignatureError(f"signature {sig.key!r} is missing input(s) {missing}")
+        sig = self._sig
+        if len(inputs) != len(self._inputs) or not inputs.keys() <= sig.inputs.keys():
+            extra = sorted(set(inputs) - set(sig.inputs))
+            if extra:
+                raise SignatureError(f"signature {sig.key!r} has no input(s) {extra}; it takes {sorted(sig.inputs)}")
+            missing = sorted(set(sig.inputs) - set(inputs) - set(sig.defaults))
+            if missing:
+                raise SignatureError(f"signature {sig.key!r} is missing input(s) {missing}")
         args = []
-        for i in fn.inputs:
-            name = next(k for k, v in sig.inputs.items() if v == i)
-            info = fn.tensors[i]
+        for name, dtype, shape in self._inputs:
             value = inputs[name] if name in inputs else sig.defaults[name]
             try:
-                args.append(coerce_input(value, info.dtype, info.shape, f"signature {sig.key!r} input {name!r}"))
+                args.append(coerce_input(value, dtype, shape, f"signature {sig.key!r} input {name!r}"))
             except (TypeError, ValueError) as e:
                 raise SignatureError(str(e)) from None
         values = self._interpreter._executor.run_transaction(sig.function, args, where=f"signature {sig.key!r}")
-        by_index = dict(zip(fn.outputs, values))
-        return {name: _result(by_index[i]) for name, i in sig.outputs.items()}
+        return {name: _result(values[k]) for name, k in self._outputs}
 
     def get_input_details(self):
         return {k: _details(self._fn, i) for k, i in self._sig.inputs.items()}

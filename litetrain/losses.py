@@ -23,7 +23,7 @@ class CategoricalCrossentropy(Loss):
 
 
 class SparseCategoricalCrossentropy(CategoricalCrossentropy):
-    """Like CategoricalCrossentropy, with integer class labels."""
+    """Like CategoricalCrossentropy (probabilities normalised to sum to one), with integer labels."""
 
     def per_example(self, y_true, y_pred):
         if y_true.ndim == y_pred.ndim:

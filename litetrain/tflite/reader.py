@@ -1,0 +1,548 @@
+"""Reading a .tflite file into a Program, treating the file as untrusted input.
+
+Every index (buffer, tensor, operator code, subgraph), every count and every constant's byte size
+is checked against the file before it is used; any problem raises one InvalidModelError that says
+what is wrong and where (subgraph i, operator j, tensor k). Constant data are read-only NumPy views
+on the file's bytes (no copy). Operators map back to registered ops through the registry's
+`tflite` entries, and their options are read through the same `fields` tables the writer uses.
+"""
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+from flatbuffers import flexbuffers
+
+from ..ir import DTYPE_FROM_CODE, DTYPES, Function, Node, Program, Signature, TensorInfo, Variable, numpy_dtype
+from ..registry import OPS, Builtin, Custom, get_op
+from .writer import (ENUM_KINDS, FILE_IDENTIFIER, MIN_RUNTIME_METADATA, PROGRAM_METADATA, SCHEMA_VERSION,
+                     camel, enum_members, enum_names, field_slot, options_union, schema_module)
+
+MAX_FLEX_ITEMS = 100_000  # custom options are small; this bounds nested-reference blow-ups
+MAX_FLEX_DEPTH = 32
+
+
+class InvalidModelError(ValueError):
+    """The file is not a valid TensorFlow Lite model; the message says what and where."""
+
+
+class UnsupportedOpError(InvalidModelError):
+    """The model uses operators litetrain has no definition for; the message lists them."""
+
+
+def _op_tables():
+    """(builtin operator name -> op name, custom code -> op name) from the registry."""
+    get_op("var_handle")  # loads every op family
+    builtins, customs = {}, {}
+    for name, opdef in OPS.items():
+        if isinstance(opdef.tflite, Builtin):
+            builtins.setdefault(opdef.tflite.code, name)
+        elif isinstance(opdef.tflite, Custom):
+            customs.setdefault(opdef.tflite.name, name)
+    return builtins, customs
+
+
+def read_model(data) -> Program:
+    """The Program stored in a .tflite file's bytes. Raises InvalidModelError for a bad file."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"read_model takes the file's bytes, got {type(data).__name__}")
+    reader = _ModelReader(data)
+    try:
+        return reader.read()
+    except InvalidModelError:
+        raise
+    except Exception as e:  # a malformed offset deep in the FlatBuffers accessors
+        raise InvalidModelError(f"malformed model file at {reader.where}: {type(e).__name__}: {e}") from e
+
+
+class _ModelReader:
+    def __init__(self, data):
+        self.data = data
+        self.size = data.nbytes if isinstance(data, memoryview) else len(data)
+        self.where = "the file header"
+        self._spans: dict[int, tuple[int, int] | None] = {}
+        self.unsupported: dict[str, list] = {}
+
+    def fail(self, message: str):
+        raise InvalidModelError(f"{self.where}: {message}")
+
+    def count(self, n: int, what: str, elem_size: int = 4) -> int:
+        if n < 0 or n * elem_size > self.size:
+            self.fail(f"{what} count {n} cannot fit in a {self.size}-byte file")
+        return n
+
+    def string(self, obj, table: str, field: str) -> str:
+        """A string field, checked to lie inside the file (the generated accessors truncate silently)."""
+        offset = obj._tab.Offset(4 + 2 * field_slot(table, field)[0])
+        if not offset:
+            return ""
+        at = obj._tab.Pos + offset
+        at += struct.unpack_from("<I", self.data, at)[0]
+        length = struct.unpack_from("<I", self.data, at)[0] if at + 4 <= self.size else self.size
+        if at + 4 + length + 1 > self.size:  # + 1: the NUL FlatBuffers writes after every string
+            self.fail(f"{table}.{field} runs past the end of the file")
+        return self.text(bytes(self.data[at + 4:at + 4 + length]))
+
+    def text(self, raw: bytes) -> str:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            self.fail(f"string {raw[:40]!r} is not UTF-8")
+
+    def ints(self, table, field: str, what: str) -> list[int]:
+        if getattr(table, f"{field}IsNone")():
+            return []
+        self.count(getattr(table, f"{field}Length")(), what)
+        return [int(v) for v in getattr(table, f"{field}AsNumpy")()]
+
+    def check_index(self, i: int, n: int, what: str, allow_absent: bool = False):
+        if not (-1 if allow_absent else 0) <= i < n:
+            self.fail(f"{what} {i} is out of range (there are {n})")
+
+    # -- the model ---------------------------------------------------------------------------------
+    def read(self) -> Program:
+        if self.size < 8:
+            self.fail(f"not a TensorFlow Lite model: the file has only {self.size} bytes")
+        ident = bytes(self.data[4:8])
+        if ident != FILE_IDENTIFIER:
+            self.fail(f"not a TensorFlow Lite model: file identifier is {ident!r}, expected {FILE_IDENTIFIER!r}")
+        if struct.unpack_from("<I", self.data, 0)[0] + 4 > self.size:
+            self.fail("the root table offset points past the end of the file")
+        self.model = model = schema_module("Model").Model.GetRootAs(self.data, 0)
+        if model.Version() != SCHEMA_VERSION:
+            self.fail(f"schema version {model.Version()}, expected {SCHEMA_VERSION}")
+        self.where = "the model"
+        self.num_buffers = self.count(model.BuffersLength(), "buffer")
+        self.op_tables = _op_tables()
+        self.opcodes = [self.operator_code(i) for i in range(self.count(model.OperatorCodesLength(), "operator code"))]
+        self.where = "the model"
+        self.num_subgraphs = self.count(model.SubgraphsLength(), "subgraph")
+        if self.num_subgraphs == 0:
+            self.fail("the model has no subgraphs")
+        functions = [self.function(i) for i in range(self.num_subgraphs)]
+        if self.unsupported:
+            uses = "; ".join(f"{label} (subgraph {where[0][0]} operator {where[0][1]}"
+                             + (f", {len(where)} uses" if len(where) > 1 else "") + ")"
+                             for label, where in self.unsupported.items())
+            raise UnsupportedOpError(f"the model uses operators litetrain does not support: {uses}")
+        self.where = "the model description"
+        program = Program(functions=functions, description=self.string(model, "Model", "description"))
+        doc = self.metadata(program)
+        program.signatures = self.signatures(functions)
+        self.where = f"metadata {PROGRAM_METADATA!r}"
+        if doc is not None:
+            self.apply_program_json(program, doc)
+        else:
+            program.init_function = _init_from_call_once(functions)
+            program.variables = _derive_variables(functions, program.init_function)
+        return program
+
+    def operator_code(self, i: int):
+        self.where = f"operator code {i}"
+        oc = self.model.OperatorCodes(i)
+        code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
+        builtins, customs = self.op_tables
+        if code == enum_members("BuiltinOperator")["CUSTOM"]:
+            name = self.string(oc, "OperatorCode", "custom_code")
+            return customs.get(name), f"custom op {name!r}"
+        name = enum_names("BuiltinOperator").get(code)
+        return builtins.get(name), name or f"builtin operator code {code}"
+
+    def buffer_span(self, index: int):
+        """(start, length) of buffer `index`'s data in the file, or None when it is empty."""
+        if index in self._spans:
+            return self._spans[index]
+        buf = self.model.Buffers(index)
+        offset, size = buf.Offset(), buf.Size()
+        if offset > 1:  # data stored after the FlatBuffer (models larger than 2 GB)
+            span = (offset, size)
+        else:
+            field = buf._tab.Offset(4)
+            span = (buf._tab.Vector(field), buf._tab.VectorLen(field)) if field else None
+        if span is not None and span[0] + span[1] > self.size:
+            self.fail(f"buffer {index} ({span[1]} bytes at offset {span[0]}) runs past the end of the "
+                      f"{self.size}-byte file")
+        self._spans[index] = span if span and span[1] else None
+        return self._spans[index]
+
+    # -- subgraphs ---------------------------------------------------------------------------------
+    def function(self, si: int) -> Function:
+        self.where = f"subgraph {si}"
+        sg = self.model.Subgraphs(si)
+        fn = Function(self.string(sg, "SubGraph", "name") or f"subgraph_{si}")
+        nt = self.count(sg.TensorsLength(), "tensor")
+        for what in ("Inputs", "Outputs"):
+            indices = self.ints(sg, what, f"subgraph {what.lower()}")
+            for i in indices:
+                self.check_index(i, nt, f"subgraph {what.lower()[:-1]} tensor index")
+            setattr(fn, what.lower(), indices)
+        operators = []
+        for oi in range(self.count(sg.OperatorsLength(), "operator")):
+            self.where = f"subgraph {si} operator {oi}"
+            op = sg.Operators(oi)
+            opcode = op.OpcodeIndex()
+            self.check_index(opcode, len(self.opcodes), "operator code index")
+            self.where += f" ({self.opcodes[opcode][1]})"
+            inputs, outputs = self.ints(op, "Inputs", "input"), self.ints(op, "Outputs", "output")
+            for i in inputs:
+                self.check_index(i, nt, "input tensor index", allow_absent=True)
+            for i in outputs:
+                self.check_index(i, nt, "output tensor index")
+            operators.append((op, opcode, inputs, outputs))
+        produced = {i for *_, outs in operators for i in outs} | set(fn.inputs)
+        fn.tensors = [self.tensor(si, ti, sg.Tensors(ti), ti not in produced) for ti in range(nt)]
+        for oi, (op, opcode, inputs, outputs) in enumerate(operators):
+            node = self.node(si, oi, op, opcode, inputs, outputs)
+            if node is not None:
+                fn.nodes.append(node)
+        return fn
+
+    def tensor(self, si: int, ti: int, t, may_be_constant: bool) -> TensorInfo:
+        self.where = f"subgraph {si} tensor {ti}"
+        name = self.string(t, "Tensor", "name")
+        self.where += f" {name!r}"
+        dtype = DTYPE_FROM_CODE.get(t.Type())
+        if dtype is None:
+            label = enum_names("TensorType").get(t.Type(), "an unknown type")
+            self.fail(f"TensorType {t.Type()} ({label}) is not supported")
+        shape = self.ints(t, "Shape", "shape dim")
+        if any(d < 0 for d in shape):
+            self.fail(f"negative dim in shape {shape}")
+        dims = tuple(shape)
+        if not t.ShapeSignatureIsNone():
+            signature = self.ints(t, "ShapeSignature", "shape_signature dim")
+            if len(signature) != len(shape) or any(d < -1 for d in signature):
+                self.fail(f"shape_signature {signature} does not match shape {shape}")
+            dims = tuple(None if d == -1 else d for d in signature)
+        # what would silently change the meaning of the numbers if ignored
+        q = t.Quantization()
+        if q is not None and (q.ScaleLength() or q.ZeroPointLength() or q.DetailsType()):
+            self.fail("quantized tensors are not supported (the tensor has quantization parameters)")
+        if t.Sparsity() is not None:
+            self.fail("sparse tensors are not supported (the tensor has sparsity parameters)")
+        if t.IsVariable():
+            self.fail("is_variable tensors (TFLite's older stateful tensors) are not supported; "
+                      "litetrain uses resource variables")
+        buffer = t.Buffer()
+        self.check_index(buffer, self.num_buffers, "buffer index")
+        span = self.buffer_span(buffer)
+        data = None
+        empty_constant = buffer != 0 and may_be_constant and None not in dims and 0 in dims
+        if span is not None or empty_constant:
+            data = self.constant(dtype, dims, buffer, span or (0, 0))
+        return TensorInfo(name, dtype, dims, data)
+
+    def constant(self, dtype: str, dims: tuple, buffer: int, span: tuple[int, int]) -> np.ndarray:
+        if None in dims:
+            self.fail(f"constant (buffer {buffer}) has unknown dims")
+        n = 1
+        for d in dims:
+            n *= d
+        start, length = span
+        if dtype == "string":
+            return self.strings(dims, n, buffer, start, length)
+        if DTYPES[dtype][0] is None:
+            self.fail(f"a {dtype} tensor cannot hold constant data (buffer {buffer})")
+        dt = numpy_dtype(dtype).newbyteorder("<")
+        if length != n * dt.itemsize:
+            self.fail(f"buffer {buffer} holds {length} bytes, but {dtype}{list(dims)} needs {n * dt.itemsize}")
+        arr = np.frombuffer(self.data, dtype=dt, count=n, offset=start).reshape(dims)
+        if arr.flags.writeable:
+            arr.flags.writeable = False
+        return arr
+
+    def strings(self, dims, n, buffer, start, length) -> np.ndarray:
+        if length < 4:
+            self.fail(f"string buffer {buffer} has {length} bytes, too few for its header")
+        count = struct.unpack_from("<i", self.data, start)[0]
+        header = 4 * (count + 2)
+        if count != n or header > length:
+            self.fail(f"string buffer {buffer} holds {count} strings, the shape {list(dims)} needs {n}")
+        offsets = np.frombuffer(self.data, dtype="<i4", count=count + 1, offset=start + 4).astype(np.int64)
+        if offsets[0] < header or offsets[-1] > length or np.any(np.diff(offsets) < 0):
+            self.fail(f"string buffer {buffer} has bad offsets")
+        raw = bytes(self.data[start:start + length])
+        out = np.empty(n, dtype=object)
+        for i in range(n):
+            out[i] = raw[offsets[i]:offsets[i + 1]]
+        return out.reshape(dims)
+
+    # -- operators ---------------------------------------------------------------------------------
+    def node(self, si: int, oi: int, op, opcode: int, inputs, outputs) -> Node | None:
+        opname, label = self.opcodes[opcode]
+        self.where = f"subgraph {si} operator {oi} ({label})"
+        if opname is None:
+            self.unsupported.setdefault(label, []).append((si, oi))
+            return None
+        opdef = OPS[opname]
+        lo, hi = opdef.num_inputs
+        if len(inputs) < lo or (hi is not None and len(inputs) > hi):
+            takes = f"{lo}" if hi == lo else f"{lo} or more" if hi is None else f"{lo} to {hi}"
+            self.fail(f"{len(inputs)} inputs, but {opname} takes {takes}")
+        if isinstance(opdef.tflite, Builtin):
+            attrs = self.builtin_attrs(op, opdef)
+        else:
+            attrs = self.custom_attrs(op)
+        try:
+            attrs = opdef.check_attrs(attrs)
+        except ValueError as e:
+            self.fail(str(e))
+        for key, value in attrs.items():
+            if key.endswith("subgraph_index"):
+                self.check_index(value, self.num_subgraphs, f"{key}")
+        return Node(opname, inputs, outputs, attrs, where=f"subgraph {si} operator {oi}")
+
+    def builtin_attrs(self, op, opdef) -> dict:
+        spec = opdef.tflite
+        if spec.options is None:
+            return {}
+        which, union = options_union(spec.options)
+        kind_of = "BuiltinOptions" if which == 1 else "BuiltinOptions2"
+        found = op.BuiltinOptionsType() if which == 1 else op.BuiltinOptions2Type()
+        table = None
+        if found == union:
+            tab = op.BuiltinOptions() if which == 1 else op.BuiltinOptions2()
+            if tab is not None:
+                table = getattr(schema_module(spec.options), spec.options)()
+                table.Init(tab.Bytes, tab.Pos)
+        elif found != 0:
+            self.fail(f"options table is {enum_names(kind_of).get(found, found)}, expected {spec.options}")
+        attrs = {}
+        for attr, kind in spec.fields.items():
+            slot, default = field_slot(spec.options, attr)
+            present = table is not None and table._tab.Offset(4 + 2 * slot) != 0
+            if not present and opdef.attrs.get(attr, 0) is None:
+                attrs[attr] = None  # the IR's "not set"
+                continue
+            accessor = camel(attr)
+            if kind == "ints":
+                raw = self.ints(table, accessor, attr) if present else []
+            elif kind == "str":
+                attrs[attr] = self.string(table, spec.options, attr) if present else ""
+                continue
+            else:
+                raw = getattr(table, accessor)() if present else default
+            attrs[attr] = self.option_value(kind, raw, attr)
+        return attrs
+
+    def option_value(self, kind: str, raw, attr: str):
+        if kind == "int":
+            return int(raw)
+        if kind == "float":  # the shortest decimal that rounds to the stored float32
+            return float(str(np.float32(raw)))
+        if kind == "bool":
+            return bool(raw)
+        if kind == "ints":
+            return tuple(raw)
+        if kind == "dtype":
+            if raw not in DTYPE_FROM_CODE:
+                self.fail(f"option {attr} = {raw} is not a supported TensorType")
+            return DTYPE_FROM_CODE[raw]
+        if kind in ENUM_KINDS:
+            name = enum_names(ENUM_KINDS[kind]).get(raw)
+            if name is None:
+                self.fail(f"option {attr} = {raw} is not a {ENUM_KINDS[kind]}")
+            return name
+        raise ValueError(f"unknown field kind {kind!r} for option {attr}")
+
+    def custom_attrs(self, op) -> dict:
+        if op.CustomOptionsFormat() != enum_members("CustomOptionsFormat")["FLEXBUFFERS"]:
+            self.fail(f"custom_options_format {op.CustomOptionsFormat()} is not FLEXBUFFERS")
+        offset, size = op.LargeCustomOptionsOffset(), op.LargeCustomOptionsSize()
+        if offset > 1:
+            if offset + size > self.size:
+                self.fail("large custom options run past the end of the file")
+            raw = bytes(self.data[offset:offset + size])
+        elif op.CustomOptionsIsNone():
+            raw = b""
+        else:
+            self.count(op.CustomOptionsLength(), "custom options byte", 1)
+            raw = op.CustomOptionsAsNumpy().tobytes()
+        if not raw:
+            return {}
+        try:
+            value = _flex_value(flexbuffers.GetRoot(bytearray(raw)), [MAX_FLEX_ITEMS], 0)
+        except Exception as e:
+            self.fail(f"custom options are not a valid FlexBuffer ({type(e).__name__}: {e})")
+        if not isinstance(value, dict):
+            self.fail(f"custom options hold a {type(value).__name__}, expected a FlexBuffer map")
+        return value
+
+    # -- model-level tables ------------------------------------------------------------------------
+    def metadata(self, program: Program):
+        doc = None
+        for i in range(self.count(self.model.MetadataLength(), "metadata entry")):
+            self.where = f"metadata entry {i}"
+            entry = self.model.Metadata(i)
+            name = self.string(entry, "Metadata", "name")
+            self.where += f" {name!r}"
+            self.check_index(entry.Buffer(), self.num_buffers, "buffer index")
+            span = self.buffer_span(entry.Buffer())
+            raw = bytes(self.data[span[0]:span[0] + span[1]]) if span else b""
+            if name == PROGRAM_METADATA:
+                try:
+                    doc = json.loads(raw.decode("utf-8"))
+                except ValueError as e:
+                    self.fail(f"is not UTF-8 JSON: {e}")
+                if not isinstance(doc, dict):
+                    self.fail("is not a JSON object")
+            elif name != MIN_RUNTIME_METADATA:  # the writer writes its own
+                program.metadata[name] = raw
+        return doc
+
+    def signatures(self, functions) -> list[Signature]:
+        n = self.count(self.model.SignatureDefsLength(), "signature")
+        if n == 0:  # TensorFlow's convention for a file without SignatureDefs
+            fn = functions[0]
+            return [Signature("serving_default", 0, _names(fn, fn.inputs, "input"), _names(fn, fn.outputs, "output"))]
+        result = []
+        for i in range(n):
+            self.where = f"signature {i}"
+            sd = self.model.SignatureDefs(i)
+            key = self.string(sd, "SignatureDef", "signature_key")
+            self.where += f" {key!r}"
+            if any(s.key == key for s in result):
+                self.fail("duplicate signature key")
+            fi = sd.SubgraphIndex()
+            self.check_index(fi, len(functions), "subgraph index")
+            maps = {}
+            for what in ("Inputs", "Outputs"):
+                maps[what] = {}
+                for j in range(self.count(getattr(sd, f"{what}Length")(), what.lower())):
+                    tm = getattr(sd, what)(j)
+                    name = self.string(tm, "TensorMap", "name")
+                    if name in maps[what]:
+                        self.fail(f"duplicate {what.lower()[:-1]} name {name!r}")
+                    self.check_index(tm.TensorIndex(), len(functions[fi].tensors),
+                                     f"{what.lower()[:-1]} {name!r} tensor index")
+                    maps[what][name] = tm.TensorIndex()
+            result.append(Signature(key, fi, maps["Inputs"], maps["Outputs"]))
+        return result
+
+    def apply_program_json(self, program: Program, doc: dict):
+        init = doc.get("init_function")
+        if init is not None:
+            if not isinstance(init, int):
+                self.fail(f"init_function {init!r} is not an index")
+            self.check_index(init, len(program.functions), "init_function")
+        program.init_function = init
+        assigned = _assigned_constants(program.functions[init]) if init is not None else {}
+        for v in doc.get("variables", []):
+            try:
+                name, dtype, shape = v["name"], v["dtype"], tuple(v["shape"])
+                if dtype not in DTYPES or not all(d is None or (isinstance(d, int) and d >= 0) for d in shape):
+                    raise ValueError(f"bad dtype or shape {dtype} {list(shape)}")
+                initial = assigned[name].data if name in assigned else _empty(dtype)
+                program.variables[name] = Variable(name, dtype, shape, initial, bool(v.get("trainable", False)),
+                                                   str(v.get("kind", "buffer")))
+            except (KeyError, TypeError, ValueError) as e:
+                self.fail(f"variable entry {v!r} is malformed: {e}")
+        for key, entry in (doc.get("signatures") or {}).items():
+            try:
+                sig = program.signature(key)
+            except KeyError as e:
+                self.fail(str(e.args[0]))
+            for name, d in (entry.get("defaults") or {}).items():
+                try:
+                    sig.defaults[name] = _default_array(d)
+                except (KeyError, TypeError, ValueError) as e:
+                    self.fail(f"signature {key!r} default {name!r} is malformed: {e}")
+
+
+def _flex_value(ref, budget: list, depth: int):
+    """A FlexBuffer value as plain Python (vectors as tuples), with bounded work."""
+    budget[0] -= 1
+    if budget[0] < 0 or depth > MAX_FLEX_DEPTH:
+        raise ValueError("custom options are too large or too deeply nested")
+    if ref.IsMap:
+        m = ref.AsMap
+        keys, values = m.Keys, m.Values
+        if len(m) > budget[0] or len(keys) != len(m):
+            raise ValueError("map is larger than the custom options")
+        return {keys[i].AsKey: _flex_value(values[i], budget, depth + 1) for i in range(len(m))}
+    if ref.IsVector:
+        vec = ref.AsVector
+    elif ref.IsTypedVector:
+        vec = ref.AsTypedVector
+    elif ref.IsFixedTypedVector:
+        vec = ref.AsFixedTypedVector
+    else:
+        value = ref.Value
+        return bytes(value) if isinstance(value, (bytearray, memoryview)) else value
+    if len(vec) > budget[0]:
+        raise ValueError("vector is larger than the custom options")
+    return tuple(_flex_value(vec[i], budget, depth + 1) for i in range(len(vec)))
+
+
+def _default_array(d: dict) -> np.ndarray:
+    dtype, shape = d["dtype"], tuple(d["shape"])
+    if dtype == "string":
+        flat = [s.encode("utf-8") for s in np.asarray(d["values"], dtype=object).reshape(-1)]
+        out = np.empty(len(flat), dtype=object)
+        out[:] = flat
+        return out.reshape(shape)
+    return np.asarray(d["values"], dtype=numpy_dtype(dtype)).reshape(shape)
+
+
+def _names(fn: Function, indices, what: str) -> dict[str, int]:
+    names = {}
+    for k, i in enumerate(indices):
+        name = fn.tensors[i].name
+        names[name if name and name not in names else f"{what}_{k}"] = i
+    return names
+
+
+def _handles(fn: Function) -> dict[int, str]:
+    return {node.outputs[0]: node.attrs.get("shared_name", "") for node in fn.nodes
+            if node.op == "var_handle" and node.outputs}
+
+
+def _assigned_constants(fn: Function) -> dict[str, TensorInfo]:
+    """Variable name -> the constant tensor that `fn` assigns to it (what an init function does)."""
+    handles, found = _handles(fn), {}
+    for node in fn.nodes:
+        if node.op == "assign_variable" and len(node.inputs) == 2:
+            name, value = handles.get(node.inputs[0]), node.inputs[1]
+            if name and value >= 0 and fn.tensors[value].data is not None:
+                found.setdefault(name, fn.tensors[value])
+    return found
+
+
+def _init_from_call_once(functions) -> int | None:
+    for fn in functions:
+        for node in fn.nodes:
+            if node.op == "call_once":
+                return node.attrs["init_subgraph_index"]
+    return None
+
+
+def _derive_variables(functions, init_function) -> dict[str, Variable]:
+    """Variables of a file without litetrain's metadata (one made by TensorFlow): names from
+    VAR_HANDLE, dtype and shape from the init constants, then ASSIGN_VARIABLE values, then reads."""
+    assigned = _assigned_constants(functions[init_function]) if init_function is not None else {}
+    order, seen = [], {}
+    for fn in functions:
+        handles = _handles(fn)
+        for name in handles.values():
+            if name and name not in order:
+                order.append(name)
+        for node in fn.nodes:
+            if node.op == "assign_variable" and len(node.inputs) == 2 and node.inputs[1] >= 0:
+                info = fn.tensors[node.inputs[1]]
+                seen.setdefault((0, handles.get(node.inputs[0])), info)
+            elif node.op == "read_variable" and node.inputs and node.outputs:
+                info = fn.tensors[node.outputs[0]]
+                seen.setdefault((1, handles.get(node.inputs[0])), info)
+    variables = {}
+    for name in order:
+        spec = assigned.get(name) or seen.get((0, name)) or seen.get((1, name))
+        if spec is None:
+            continue  # a handle never read or written: nothing says what it holds
+        initial = assigned[name].data if name in assigned else _empty(spec.dtype)
+        variables[name] = Variable(name, spec.dtype, tuple(spec.shape), initial, trainable=False)
+    return variables
+
+
+def _empty(dtype: str) -> np.ndarray:
+    return np.empty((0,), dtype=DTYPES[dtype][0] or object)
