@@ -132,7 +132,7 @@ class Executor:
                 raise ExecutionError(f"while running {where or fn.name}: node {fn.nodes.index(node)} "
                                      f"{node.op}({shapes}){loc} failed: {type(e).__name__}: {e}") from e
             if len(outs) == 1:
-                slots[outs[0]] = result
+                slots[outs[0]] = result[0] if isinstance(result, tuple) else result
             elif outs:
                 for o, r in zip(outs, result):
                     slots[o] = r

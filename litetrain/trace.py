@@ -97,6 +97,8 @@ class FunctionBuilder:
             return value
         dtype = dtype_name(dtype) if dtype is not None else None
         arr = np.asarray(value, dtype=numpy_dtype(dtype) if dtype else None)
+        if arr is value:
+            arr = arr.copy()  # the constant must not freeze or alias the caller's array
         if dtype is None:
             if arr.dtype == np.float64:
                 arr = arr.astype(np.float32)
@@ -133,7 +135,10 @@ class FunctionBuilder:
         """Add a node; returns its output Tensor (or a tuple of them for several outputs).
         Inputs may be None for an absent optional input."""
         opdef = get_op(op)
-        attrs = opdef.check_attrs(attrs or {})
+        try:
+            attrs = opdef.check_attrs(attrs or {})
+        except ValueError as e:
+            raise TraceError(str(e)) from None
         lo, hi = opdef.num_inputs
         if len(inputs) < lo or (hi is not None and len(inputs) > hi):
             raise TraceError(f"op {op!r} takes {lo}..{hi if hi is not None else 'any'} inputs, "

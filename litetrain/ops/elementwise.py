@@ -5,10 +5,10 @@ import math
 
 import numpy as np
 
-from ..ir import numpy_dtype
+from ..ir import DTYPES, FLOAT_DTYPES, numpy_dtype
 from ..registry import NOT_DIFFERENTIABLE, Builtin, defop
 from ..trace import builder_of
-from ._util import (broadcast_infer, compare_infer, fused, no_fused_activation, same, unbroadcast)
+from ._util import broadcast_infer, compare_infer, fused, no_fused_activation, unbroadcast
 
 ACT = {"fused_activation_function": "NONE"}
 ACT_FIELD = {"fused_activation_function": "activation"}
@@ -58,8 +58,8 @@ def _div_vjp(inputs, outputs, grads, **attrs):
 
 
 def _int_safe_div(a, b):
-    if np.issubdtype(a.dtype, np.integer):
-        return np.floor_divide(a, b)  # TFLite DIV on integers rounds toward -inf like floor_div
+    if np.issubdtype(a.dtype, np.integer):  # TFLite DIV on integers is C++ '/': toward zero
+        return np.sign(a) * np.sign(b) * (np.abs(a) // np.abs(b))
     return np.divide(a, b)
 
 
@@ -91,7 +91,7 @@ def _pow_vjp(inputs, outputs, grads):
     ga = mul(g, mul(b, pow_(a, sub(b, 1.0))))
     gb = None
     if b.constant is None:  # d/db a^b = a^b log a, defined for a > 0
-        gb = unbroadcast(mul(g, mul(outputs[0], log(where(greater(a, 0.0), a, ones_like(a))))), b)
+        gb = unbroadcast(mul(g, mul(outputs[0], log(where(greater(a, 0.0), a, 1.0)))), b)
     return [unbroadcast(ga, a), gb]
 
 
@@ -111,8 +111,21 @@ defop("squared_difference", infer=broadcast_infer, kernel=lambda a, b: np.square
 
 
 # -- unary ops ----------------------------------------------------------------------------------
-def _unary(name, code, fn, vjp, options=None, fields=None, attrs=None):
-    defop(name, infer=same, kernel=fn, vjp=vjp, attrs=attrs, num_inputs=(1, 1),
+SIGNED = FLOAT_DTYPES + ("int32", "int64")
+
+
+def typed_same(dtypes):
+    """Output like the input, for inputs of `dtypes` (those TFLite's kernel accepts)."""
+    def infer(attrs, inputs):
+        x, = inputs
+        if x.dtype not in dtypes:
+            raise ValueError(f"takes {'/'.join(dtypes)} input, got {x.dtype}")
+        return [(x.dtype, x.shape)]
+    return infer
+
+
+def _unary(name, code, fn, vjp, options=None, fields=None, attrs=None, dtypes=FLOAT_DTYPES):
+    defop(name, infer=typed_same(dtypes), kernel=fn, vjp=vjp, attrs=attrs, num_inputs=(1, 1),
           tflite=Builtin(code, options, fields or {}))
 
 
@@ -139,8 +152,8 @@ def _gelu_vjp(inputs, outputs, grads, approximate=False):
         return [mul(g, d)]
     # gelu'(x) = Phi(x) + x phi(x), with Phi(x) = gelu(x) / x (and 1/2 at x = 0)
     is_zero = equal(x, 0.0)
-    safe_x = where(is_zero, ones_like(x), x)
-    phi_cdf = where(is_zero, mul(ones_like(x), 0.5), div(y, safe_x))
+    safe_x = where(is_zero, 1.0, x)
+    phi_cdf = where(is_zero, 0.5, div(y, safe_x))
     pdf = mul(exp(mul(square(x), -0.5)), 1.0 / math.sqrt(2 * math.pi))
     return [mul(g, add(phi_cdf, mul(x, pdf)))]
 
@@ -149,15 +162,15 @@ def _typed(fn):
     return lambda x: np.asarray(fn(x), dtype=x.dtype)
 
 
-_unary("neg", "NEG", np.negative, lambda i, o, g: [neg(g[0])])
+_unary("neg", "NEG", np.negative, lambda i, o, g: [neg(g[0])], dtypes=SIGNED)
 _unary("exp", "EXP", np.exp, lambda i, o, g: [mul(g[0], o[0])])
 _unary("log", "LOG", np.log, lambda i, o, g: [div(g[0], i[0])])
 _unary("sqrt", "SQRT", np.sqrt, lambda i, o, g: [div(mul(g[0], 0.5), o[0])])
 _unary("rsqrt", "RSQRT", _typed(lambda x: 1 / np.sqrt(x)),
        lambda i, o, g: [mul(mul(g[0], -0.5), mul(o[0], square(o[0])))])
 _unary("square", "SQUARE", np.square, lambda i, o, g: [mul(mul(g[0], i[0]), 2.0)])
-_unary("abs", "ABS", np.abs, lambda i, o, g: [mul(g[0], sign(i[0]))])
-_unary("sign", "SIGN", _typed(np.sign), NOT_DIFFERENTIABLE)
+_unary("abs", "ABS", np.abs, lambda i, o, g: [mul(g[0], sign(i[0]))], dtypes=FLOAT_DTYPES + ("int32",))
+_unary("sign", "SIGN", _typed(np.sign), NOT_DIFFERENTIABLE, dtypes=FLOAT_DTYPES + ("int32",))
 _unary("floor", "FLOOR", np.floor, NOT_DIFFERENTIABLE)
 _unary("sin", "SIN", np.sin, lambda i, o, g: [mul(g[0], cos(i[0]))])
 _unary("cos", "COS", np.cos, lambda i, o, g: [neg(mul(g[0], sin(i[0])))])
@@ -215,9 +228,12 @@ defop("select_v2", infer=_select_infer, kernel=lambda c, a, b: np.where(c, a, b)
 
 
 def _cast_infer(attrs, inputs):
-    if attrs["out_data_type"] is None:
+    out = attrs["out_data_type"]
+    if out is None:
         raise ValueError("cast needs out_data_type")
-    return [(attrs["out_data_type"], inputs[0].shape)]
+    if out not in DTYPES or DTYPES[out][0] is None:
+        raise ValueError(f"cannot cast to {out!r}")
+    return [(out, inputs[0].shape)]
 
 
 def _cast_vjp(inputs, outputs, grads, **attrs):
@@ -232,10 +248,8 @@ defop("cast", infer=_cast_infer, num_inputs=(1, 1),
       vjp=_cast_vjp, attrs={"in_data_type": None, "out_data_type": None},
       tflite=Builtin("CAST", "CastOptions", {"in_data_type": "dtype", "out_data_type": "dtype"}))
 
-defop("zeros_like", infer=same, kernel=np.zeros_like, vjp=NOT_DIFFERENTIABLE, num_inputs=(1, 1),
-      tflite=Builtin("ZEROS_LIKE", "ZerosLikeOptions"))
-defop("ones_like", infer=same, kernel=np.ones_like, vjp=NOT_DIFFERENTIABLE, num_inputs=(1, 1),
-      tflite=Builtin("ONES_LIKE", "OnesLikeOptions"))
+defop("zeros_like", infer=typed_same(SIGNED), kernel=np.zeros_like, vjp=NOT_DIFFERENTIABLE,
+      num_inputs=(1, 1), tflite=Builtin("ZEROS_LIKE", "ZerosLikeOptions"))
 
 
 # -- the frontend functions ------------------------------------------------------------------------
@@ -272,7 +286,18 @@ def not_equal(a, b): return _emit("not_equal", a, b)
 def logical_and(a, b): return _emit("logical_and", a, b)
 def logical_not(x): return _emit("logical_not", x)
 def zeros_like(x): return _emit("zeros_like", x)
-def ones_like(x): return _emit("ones_like", x)
+
+
+def ones_like(x):
+    """Ones shaped like `x`. TensorFlow Lite has no ONES_LIKE builtin, so this is FILL: of a
+    constant shape (folded to a constant when small) or, with unknown dims, of SHAPE(x)."""
+    from .shape import fill, shape_of
+    fb = builder_of(x)
+    dims = fb.const(np.asarray(x.shape, np.int32)) if None not in x.shape else shape_of(x)
+    y = fill(dims, 1, x.dtype)
+    if y.constant is None:
+        y.info.shape = tuple(x.shape)
+    return y
 
 
 def where(cond, a, b):

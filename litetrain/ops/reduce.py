@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..ir import FLOAT_DTYPES
 from ..registry import NOT_DIFFERENTIABLE, Builtin, defop
 from ..trace import builder_of
-from ._util import const_value, normalize_axes, num_elements, same
+from ._util import const_value, normalize_axes, num_elements
 
 KEEP = {"keep_dims": False}
 KEEP_FIELD = {"keep_dims": "bool"}
@@ -97,7 +98,14 @@ for _name, _code, _fn, _vjp in [("sum", "SUM", np.sum, _sum_vjp), ("mean", "MEAN
 
 def _argmax_infer(attrs, inputs):
     x, axis = inputs
-    a, = normalize_axes(const_value(axis, "axis"), len(x.shape))
+    if attrs["output_type"] not in ("int32", "int64"):
+        raise ValueError(f"output_type must be int32 or int64, got {attrs['output_type']!r}")
+    if axis.dtype not in ("int32", "int64"):
+        raise ValueError(f"axis must be int32 or int64, got {axis.dtype}")
+    a = np.asarray(const_value(axis, "axis")).reshape(-1)
+    if a.size != 1:
+        raise ValueError(f"arg_max takes one axis, got {a.tolist()}")
+    a, = normalize_axes(a, len(x.shape))
     return [(attrs["output_type"], tuple(d for i, d in enumerate(x.shape) if i != a))]
 
 
@@ -132,9 +140,18 @@ def _log_softmax_vjp(inputs, outputs, grads):
     return [sub(g, mul(exp(outputs[0]), reduce_sum(g, [-1], keepdims=True)))]
 
 
-defop("softmax", infer=same, kernel=_softmax_kernel, vjp=_softmax_vjp, attrs={"beta": 1.0},
+def _softmax_infer(attrs, inputs):
+    x, = inputs
+    if x.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"takes float input, got {x.dtype}")
+    if not x.shape:
+        raise ValueError("the input must have rank >= 1 (softmax runs over the last axis)")
+    return [(x.dtype, x.shape)]
+
+
+defop("softmax", infer=_softmax_infer, kernel=_softmax_kernel, vjp=_softmax_vjp, attrs={"beta": 1.0},
       num_inputs=(1, 1), tflite=Builtin("SOFTMAX", "SoftmaxOptions", {"beta": "float"}))
-defop("log_softmax", infer=same, kernel=_log_softmax_kernel, vjp=_log_softmax_vjp, num_inputs=(1, 1),
+defop("log_softmax", infer=_softmax_infer, kernel=_log_softmax_kernel, vjp=_log_softmax_vjp, num_inputs=(1, 1),
       tflite=Builtin("LOG_SOFTMAX", "LogSoftmaxOptions"))
 
 

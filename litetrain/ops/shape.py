@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..ir import format_shape
 from ..registry import NOT_DIFFERENTIABLE, Builtin, defop
 from ..trace import builder_of
-from ._util import broadcast_shapes, const_value, normalize_axes, unbroadcast
+from ._util import const_value, normalize_axes, unbroadcast
 
 
 def _static_shape_input(info):
@@ -100,6 +101,9 @@ def _squeeze_axes(shape, dims):
 
 def _squeeze_infer(attrs, inputs):
     x, = inputs
+    if not attrs["squeeze_dims"] and None in x.shape:
+        raise ValueError(f"name the squeeze_dims: with unknown dims in {format_shape(x.shape)} the "
+                         "output's rank would depend on the run-time shape")
     axes = _squeeze_axes(x.shape, attrs["squeeze_dims"])
     for a in axes:
         if x.shape[a] not in (1, None):
@@ -114,9 +118,21 @@ defop("squeeze", infer=_squeeze_infer, vjp=lambda i, o, g, **a: [_reshape_like(g
 
 
 def _broadcast_to_infer(attrs, inputs):
+    """x's dims stretch to the target (a 1 or an equal dim); the target's rank is at least x's."""
     x, shape = inputs
     target = _static_shape_input(shape)
-    return [(x.dtype, broadcast_shapes(x.shape, tuple(target)))]
+    lead = len(target) - len(x.shape)
+    if lead < 0:
+        raise ValueError(f"cannot broadcast {format_shape(x.shape)} to the lower rank of {target}")
+    out = list(target[:lead])
+    for d, t in zip(x.shape, target[lead:]):
+        if t is None:
+            out.append(None if d in (1, None) else d)
+        elif d in (1, None, t):
+            out.append(t)
+        else:
+            raise ValueError(f"cannot broadcast {format_shape(x.shape)} to {target}: dim {d} is not 1 or {t}")
+    return [(x.dtype, tuple(out))]
 
 
 defop("broadcast_to", infer=_broadcast_to_infer,
@@ -124,7 +140,14 @@ defop("broadcast_to", infer=_broadcast_to_infer,
       vjp=lambda i, o, g: [unbroadcast(g[0], i[0]), None], num_inputs=(2, 2),
       tflite=Builtin("BROADCAST_TO", version=2))
 
-defop("shape", infer=lambda attrs, ins: [(attrs["out_type"], (len(ins[0].shape),))],
+
+def _shape_infer(attrs, inputs):
+    if attrs["out_type"] not in ("int32", "int64"):
+        raise ValueError(f"out_type must be int32 or int64, got {attrs['out_type']!r}")
+    return [(attrs["out_type"], (len(inputs[0].shape),))]
+
+
+defop("shape", infer=_shape_infer,
       kernel=lambda x, out_type="int32": np.asarray(x.shape, dtype=out_type),
       vjp=NOT_DIFFERENTIABLE, attrs={"out_type": "int32"}, num_inputs=(1, 1),
       tflite=Builtin("SHAPE", "ShapeOptions", {"out_type": "dtype"}))
@@ -147,15 +170,25 @@ def _gather_kernel(x, idx, axis=0, batch_dims=0):
 
 
 def _gather_vjp(inputs, outputs, grads, axis=0, batch_dims=0):
+    """Scatter-add as a one-hot product: with x viewed as [P, n, Q] and the K indices flattened,
+    g is [P, K, Q] and dx = one_hot(indices, n)^T @ g (repeated indices add up)."""
+    from . import batch_matmul, one_hot
     x, idx = inputs
-    if x.ndim == 1 and axis % 1 == 0 and idx.ndim == 1:
-        # scatter-add as a one-hot product: one_hot(idx, n)^T @ g
-        from . import batch_matmul, one_hot
-        n = x.shape[0]
-        if n is not None:
-            oh = one_hot(idx, n, dtype=x.dtype)
-            return [reshape(batch_matmul(oh, reshape(grads[0], [-1, 1]), adj_x=True), [n]), None]
-    raise NotImplementedError("the gradient of gather is written for 1-D gathers only so far")
+    a = axis % x.ndim
+    n = x.shape[a]
+    if n is None:
+        raise NotImplementedError("the gradient of gather needs the size of the gathered axis")
+    dims = [_prod(x.shape[:a]), _prod(idx.shape), _prod(x.shape[a + 1:])]
+    if dims.count(None) > 1:
+        raise NotImplementedError("the gradient of gather allows unknown dims in one of: the dims "
+                                  "before the axis, the indices, the dims after the axis")
+    oh = one_hot(idx if idx.ndim == 1 else reshape(idx, [-1]), n, dtype=x.dtype)
+    g = reshape(grads[0], [-1 if d is None else d for d in dims])
+    return [_reshape_like(batch_matmul(oh, g, adj_x=True), x), None]
+
+
+def _prod(dims):
+    return None if None in dims else int(np.prod(dims, dtype=np.int64))
 
 
 defop("gather", infer=_gather_infer, kernel=_gather_kernel, vjp=_gather_vjp, num_inputs=(2, 2),
@@ -173,7 +206,11 @@ def _concat_infer(attrs, inputs):
     shape[a] = None if None in sizes else sum(sizes)
     for i in range(rank):
         if i != a:
-            shape[i] = broadcast_shapes(*[(t.shape[i],) for t in inputs])[0]
+            known = {t.shape[i] for t in inputs if t.shape[i] is not None}
+            if len(known) > 1:
+                raise ValueError(f"dim {i} differs between the inputs: "
+                                 f"{', '.join(format_shape(t.shape) for t in inputs)}")
+            shape[i] = known.pop() if known else None
     return [(inputs[0].dtype, tuple(shape))]
 
 
@@ -211,6 +248,9 @@ def _slice_infer(attrs, inputs):
         raise ValueError(f"begin and size must have {len(x.shape)} entries")
     shape = []
     for d, bi, si in zip(x.shape, b, s):
+        if bi < 0 or si < -1 or (d is not None and bi > d):
+            raise ValueError(f"begin {b} and size {s} do not fit {format_shape(x.shape)} "
+                             "(begin must be in [0, dim], size >= 0 or -1)")
         if si == -1:
             shape.append(None if d is None else d - bi)
         else:
@@ -228,10 +268,11 @@ def _slice_kernel(x, begin, size):
 def _slice_vjp(inputs, outputs, grads):
     x, begin, size = inputs
     g, = grads
-    b = [int(v) for v in begin.constant]
-    if None in x.shape or None in g.shape:
-        raise NotImplementedError("the gradient of slice needs static shapes")
-    pads = [[bi, d - bi - gd] for bi, d, gd in zip(b, x.shape, g.shape)]
+    pads = []
+    for bi, si, d in zip(begin.constant.tolist(), size.constant.tolist(), x.shape):
+        if si != -1 and d is None:
+            raise NotImplementedError("the gradient of slice needs the size of every dim it cuts short")
+        pads.append([bi, 0 if si == -1 else d - bi - si])
     return [pad(g, pads), None, None]
 
 
@@ -241,15 +282,19 @@ defop("slice", infer=_slice_infer, kernel=_slice_kernel, vjp=_slice_vjp, num_inp
 
 def _pad_infer(attrs, inputs):
     x, paddings = inputs
-    p = np.asarray(const_value(paddings, "paddings")).reshape(-1, 2)
-    if p.shape[0] != len(x.shape):
-        raise ValueError(f"paddings must be [{len(x.shape)}, 2]")
+    p = np.asarray(const_value(paddings, "paddings"))
+    if p.shape != (len(x.shape), 2):
+        raise ValueError(f"paddings must be [{len(x.shape)}, 2], got {list(p.shape)}")
+    if (p < 0).any():
+        raise ValueError(f"paddings must not be negative, got {p.tolist()}")
     return [(x.dtype, tuple(None if d is None else d + int(a) + int(b) for d, (a, b) in zip(x.shape, p)))]
 
 
 def _pad_vjp(inputs, outputs, grads):
     x, paddings = inputs
     p = np.asarray(paddings.constant).reshape(-1, 2)
+    if any(d is None and after for d, (_, after) in zip(x.shape, p)):
+        raise NotImplementedError("the gradient of pad needs the size of an unknown dim padded after its end")
     return [slice_(grads[0], [int(a) for a, _ in p], [-1 if d is None else d for d in x.shape]), None]
 
 
@@ -259,19 +304,35 @@ defop("pad", infer=_pad_infer, kernel=lambda x, p: np.pad(x, np.asarray(p).resha
 
 def _fill_infer(attrs, inputs):
     dims, value = inputs
+    if dims.dtype not in ("int32", "int64"):
+        raise ValueError(f"dims must be int32 or int64, got {dims.dtype}")
     if value.shape not in ((), (1,)):
         raise ValueError("the fill value must be a scalar")
     return [(value.dtype, tuple(_static_shape_input(dims)))]
 
 
 defop("fill", infer=_fill_infer, kernel=lambda dims, v: np.full([int(d) for d in dims], v.reshape(()), dtype=v.dtype),
-      vjp=lambda i, o, g: [None, None], num_inputs=(2, 2), tflite=Builtin("FILL", "FillOptions"))
+      vjp=lambda i, o, g: [None, _fill_value_grad(g[0], i[1])], num_inputs=(2, 2),
+      tflite=Builtin("FILL", "FillOptions"))
+
+
+def _fill_value_grad(g, value):
+    """Every output element is the value: its gradient is the sum of the output's."""
+    from . import reduce_sum
+    total = reduce_sum(g) if g.ndim else g
+    return total if value.ndim == 0 else reshape(total, [1])
 
 
 def _one_hot_infer(attrs, inputs):
     idx, depth, on, off = inputs
+    if idx.dtype not in ("int32", "int64"):
+        raise ValueError(f"indices must be int32 or int64, got {idx.dtype}")
+    if on.dtype != off.dtype:
+        raise ValueError(f"on_value and off_value must have one dtype, got {on.dtype} and {off.dtype}")
     d = int(np.asarray(const_value(depth, "depth")).reshape(()))
     a = attrs["axis"]
+    if not -1 <= a <= len(idx.shape):
+        raise ValueError(f"axis {a} is out of range for output rank {len(idx.shape) + 1}")
     shape = list(idx.shape)
     shape.insert(len(shape) if a == -1 else a, d)
     return [(on.dtype, tuple(shape))]
