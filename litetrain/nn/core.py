@@ -1,10 +1,14 @@
-"""Layers: Dense, Flatten, Sequential and activations, written with the primitive ops."""
+"""Core layers: Dense, Flatten, Activation, Sequential, written with the primitive ops.
+
+Every layer is called as `layer(x, training=False)`; layers that behave differently while
+training (dropout, batch normalisation) look at `training`, the others ignore it.
+"""
 from __future__ import annotations
 
 import numpy as np
 
-from . import ops
-from .module import Module, Param, default_name
+from .. import ops
+from ..module import Module, Param, default_name
 
 ACTIVATIONS = {
     None: lambda x: x, "linear": lambda x: x, "relu": ops.relu, "relu6": ops.relu6, "tanh": ops.tanh,
@@ -28,8 +32,13 @@ def glorot_uniform(rng, fan_in, fan_out, shape):
 
 
 class Layer(Module):
+    """A module called on a tensor: `layer(x, training=False)`."""
+
     def __init__(self, name=None):
         self.name = name
+
+    def __call__(self, x, training=False):
+        raise NotImplementedError
 
 
 class Dense(Layer):
@@ -51,7 +60,7 @@ class Dense(Layer):
         if self.use_bias:
             self.bias = Param(np.zeros(self.units, np.float32))
 
-    def __call__(self, x):
+    def __call__(self, x, training=False):
         if "kernel" not in self.__dict__:
             if x.shape[-1] is None:
                 raise ValueError(f"{self.path}: the input's last dim must be known to build Dense")
@@ -62,7 +71,7 @@ class Dense(Layer):
 
 
 class Flatten(Layer):
-    def __call__(self, x):
+    def __call__(self, x, training=False):
         rest = x.shape[1:]
         if None in rest:
             raise ValueError(f"{self.path}: Flatten needs known non-batch dims, got {x.shape}")
@@ -74,7 +83,7 @@ class Activation(Layer):
         super().__init__(name)
         self._fn = get_activation(fn)
 
-    def __call__(self, x):
+    def __call__(self, x, training=False):
         return self._fn(x)
 
 
@@ -88,7 +97,7 @@ class Sequential(Layer):
         for layer in self.layers:
             self._adopt(default_name(layer, taken), layer)
 
-    def __call__(self, x):
+    def __call__(self, x, training=False):
         for layer in self.layers:
-            x = layer(x)
+            x = layer(x, training=training)
         return x
