@@ -505,3 +505,17 @@ BAD: list[Bad] = [
     Bad("one_hot", "float-indices", (x(3), const(4), const(1.0, "float32"), const(0.0, "float32")), "indices"),
     Bad("one_hot", "on-off-dtypes", (i32(3), const(4), const(1.0, "float32"), const(0)), "dtype"),
 ]
+
+
+# -- op families add their rows in tests/op_cases_<family>.py (CASES, BAD, STATEFUL_EXEMPT) -------------
+def _load_family_tables():
+    import importlib
+    import pathlib
+    for path in sorted(pathlib.Path(__file__).parent.glob("op_cases_*.py")):
+        module = importlib.import_module(path.stem)
+        CASES.extend(module.CASES)
+        BAD.extend(getattr(module, "BAD", []))
+        STATEFUL_EXEMPT.update(getattr(module, "STATEFUL_EXEMPT", {}))
+
+
+_load_family_tables()
