@@ -5,12 +5,14 @@ from .autodiff import gradients
 from .checkpoint import CheckpointError
 from .convert import convert, trace_program
 from .interpreter import Interpreter, SignatureError, SignatureRunner
+from .make_trainable import MakeTrainableError, make_trainable
 from .module import Buffer, Module, Param, TensorSpec, signature
-from .runtime import ExecutionError
+from .runtime import ExecutionError, NonFiniteError
+from .tflite import InvalidModelError, UnsupportedOpError
 from .trace import TraceError
 
 __version__ = "0.1.0"
 
-__all__ = ["Buffer", "CheckpointError", "ExecutionError", "Interpreter", "Module", "Param",
-           "SignatureError", "SignatureRunner", "TensorSpec", "TraceError", "convert", "gradients",
-           "losses", "nn", "ops", "optim", "signature", "trace_program"]
+__all__ = ["Buffer", "CheckpointError", "ExecutionError", "Interpreter", "InvalidModelError", "Module",
+           "NonFiniteError", "Param", "SignatureError", "UnsupportedOpError", "SignatureRunner", "TensorSpec", "TraceError", "convert", "gradients",
+           "losses", "nn", "ops", "optim", "signature", "trace_program", "make_trainable", "MakeTrainableError"]

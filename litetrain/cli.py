@@ -31,11 +31,21 @@ def build_parser() -> argparse.ArgumentParser:
                       help="where to write the .tflite file and the checkpoint (default ./demo_out)")
     demo.add_argument("--no-reference", action="store_true", help="skip the PyTorch reference run")
     demo.add_argument("--quiet", action="store_true", help="no progress line")
+    from .inspect import add_command as add_inspect
+    from .make_trainable import add_command as add_make_trainable  # (lt.make_trainable is the function)
+    add_inspect(commands)
+    add_make_trainable(commands)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "inspect":
+        from .inspect import run_command
+        return run_command(args)
+    if args.command == "make-trainable":
+        from .make_trainable import run_command
+        return run_command(args)
     if args.command == "demo":
         from .data import DataError
         from .demo import format_results, run_demo

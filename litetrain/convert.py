@@ -13,13 +13,14 @@ import numpy as np
 
 from .ir import Node, Program, Signature
 from .module import Module
-from .passes import optimize
+from .passes import optimize, signatures_first
 from .trace import ProgramBuilder, Tensor, TraceError
 
 READY_MADE = ("save", "restore", "get_weights", "set_weights")
 
 
-def trace_program(module: Module, signatures=None, portable_checkpoints=False) -> Program:
+def trace_program(module: Module, signatures=None, portable_checkpoints=False, nonfinite_guard=False,
+                  max_sequence_length=None) -> Program:
     """Trace the chosen signatures of `module` into a Program (see `convert`)."""
     if not isinstance(module, Module):
         raise TypeError(f"convert needs a litetrain Module, got {type(module).__name__}")
@@ -32,6 +33,8 @@ def trace_program(module: Module, signatures=None, portable_checkpoints=False) -
             raise ValueError(f"{type(module).__name__} has no @signature method {name!r}; it has "
                              f"{sorted(own) or 'none'}, and ready-made ones are {list(READY_MADE)}")
     pb = ProgramBuilder()
+    pb.options["nonfinite_guard"] = bool(nonfinite_guard)
+    pb.options["max_sequence_length"] = None if max_sequence_length is None else int(max_sequence_length)
     program = pb.program
     traced = {}
     for name in names:  # the author's signatures first: they create optimizer slots lazily
@@ -46,22 +49,30 @@ def trace_program(module: Module, signatures=None, portable_checkpoints=False) -
         fb, inputs, outputs, defaults = traced[name]
         index = pb.add_function(fb)
         program.signatures.append(Signature(name, index, inputs, outputs, defaults))
+    signatures_first(program)  # loop bodies and branches were recorded before their signatures
     _add_init_function(program)
     optimize(program)
     program.metadata["litetrain"] = json.dumps({"portable_checkpoints": bool(portable_checkpoints)}).encode()
     return program
 
 
-def convert(module: Module, signatures=None, portable_checkpoints=False) -> bytes:
+def convert(module: Module, signatures=None, portable_checkpoints=False, nonfinite_guard=False,
+            max_sequence_length=None) -> bytes:
     """Convert `module` to the bytes of one .tflite file.
 
     signatures: names of @signature methods and ready-made signatures, in file order (the first
     is the main subgraph); default: all @signature methods plus save and restore.
     portable_checkpoints: `save` returns every variable as an output and `restore` takes them as
     inputs, so the file uses builtin ops only (stock LiteRT runs it); otherwise they read and
-    write a safetensors file at `checkpoint_path` with two custom ops."""
+    write a safetensors file at `checkpoint_path` with two custom ops.
+    nonfinite_guard: every optimizer update checks that the loss and the gradients are finite;
+    a step where they are not changes no variable (weights, slots, step count) and the signature
+    gets a bool output `step_skipped` (an optimizer's own `skip_nonfinite` overrides this).
+    max_sequence_length: the capacity of the tensor lists in which a differentiated loop keeps
+    each iteration's values (recurrent layers default to it); a longer sequence is an error."""
     from .tflite import write_model
-    return write_model(trace_program(module, signatures, portable_checkpoints))
+    return write_model(trace_program(module, signatures, portable_checkpoints, nonfinite_guard,
+                                     max_sequence_length=max_sequence_length))
 
 
 def _trace_method(pb, name, method):
@@ -77,6 +88,8 @@ def _trace_method(pb, name, method):
     if not isinstance(result, dict):
         raise TraceError(f"signature {name!r} must return a dict of output name -> tensor, "
                          f"got {type(result).__name__}")
+    # outputs library code added (e.g. the optimizer's step_skipped) follow the author's, who wins a clash
+    result = {**result, **{k: v for k, v in fb.reports.items() if k not in result}}
     outputs = {}
     for key, value in result.items():
         t = _distinct(fb, fb.to_tensor(value))

@@ -79,9 +79,18 @@ class SignatureRunner:
 
 
 class Interpreter:
-    """Interpreter(model_path=... | model_content=...): runs every signature of a .tflite file."""
+    """Interpreter(model_path=... | model_content=...): runs every signature of a .tflite file.
 
-    def __init__(self, model_path=None, model_content=None, num_threads=None, **_ignored):
+    The file is untrusted: a bad one raises InvalidModelError (UnsupportedOpError for operators
+    litetrain lacks). A signature call raises only SignatureError (bad inputs) or ExecutionError
+    (a kernel failed, a checkpoint was refused, ...), and then every variable is as it was.
+    Calls from several threads are serialised. Options beyond TensorFlow Lite's:
+    nonfinite_check: a call that leaves a float variable with an infinity or a NaN is undone and
+    raises NonFiniteError (an ExecutionError). strict_checkpoints: restore refuses a checkpoint
+    that carries no checksum (one not written by litetrain)."""
+
+    def __init__(self, model_path=None, model_content=None, num_threads=None, nonfinite_check=False,
+                 strict_checkpoints=False, **_ignored):
         from .tflite import read_model
         if (model_path is None) == (model_content is None):
             raise ValueError("give exactly one of model_path and model_content")
@@ -90,6 +99,8 @@ class Interpreter:
                 model_content = f.read()
         self._program: Program = read_model(bytes(model_content))
         self._executor = Executor(self._program)
+        self._executor.nonfinite_check = bool(nonfinite_check)
+        self._executor.strict_checkpoints = bool(strict_checkpoints)
         self._main = self._program.functions[0] if self._program.functions else None
         self._input_shapes = {}
         self._tensors = {}
@@ -123,15 +134,17 @@ class Interpreter:
     # -- variables (an extension: TensorFlow Lite has no public API for these) --------------
     def get_variables(self):
         """Every variable's current value by path (runs initialisation first if needed)."""
-        self._ensure_initialized()
-        return {k: v.copy() for k, v in self._executor.variables.values.items()}
+        with self._executor.lock:  # a consistent view while other threads call signatures
+            self._ensure_initialized()
+            return {k: v.copy() for k, v in self._executor.variables.values.items()}
 
     def _ensure_initialized(self):
         init = self._program.init_function
         store = self._executor.variables
-        if init is not None and init not in store.initialized:
-            self._executor.run_transaction(init, [], where="init subgraph")
-            store.initialized.add(init)
+        with self._executor.lock:
+            if init is not None and init not in store.initialized:
+                self._executor.run_transaction(init, [], where="init subgraph")
+                store.initialized.add(init)
 
     # -- the main subgraph --------------------------------------------------------------------
     def _check_index(self, index):

@@ -69,12 +69,15 @@ class Optimizer(Module):
     `minimize`/`apply_gradients` may pass a tensor instead (e.g. a signature input) to set it at
     run time. weight_decay: L2 added to the gradient (decoupled in AdamW). clip_global_norm:
     rescale all gradients together so their global norm is at most this (as PyTorch's
-    clip_grad_norm_)."""
+    clip_grad_norm_). skip_nonfinite: when the loss or any gradient is not finite, the step
+    changes no variable (weights, slots, step count) and the signature gets a bool output
+    `step_skipped`; None (the default) follows `convert(..., nonfinite_guard=...)`."""
 
-    def __init__(self, learning_rate=0.01, weight_decay=0.0, clip_global_norm=None):
+    def __init__(self, learning_rate=0.01, weight_decay=0.0, clip_global_norm=None, skip_nonfinite=None):
         self.learning_rate = learning_rate
         self.weight_decay = float(weight_decay)
         self.clip_global_norm = clip_global_norm
+        self.skip_nonfinite = skip_nonfinite
         self.iterations = Buffer(np.int32(0))
 
     def slot(self, var, name, init=0.0) -> Slot:
@@ -84,14 +87,18 @@ class Optimizer(Module):
         """Add the gradients of `loss` and one update of `variables`; returns the gradients."""
         variables = list(variables)
         grads = gradients(loss, variables)
-        self.apply_gradients(zip(grads, variables), learning_rate=learning_rate)
+        self.apply_gradients(zip(grads, variables), learning_rate=learning_rate, loss=loss)
         return grads
 
-    def apply_gradients(self, grads_and_vars, learning_rate=None):
+    def apply_gradients(self, grads_and_vars, learning_rate=None, loss=None):
+        """Add one update of each variable; `loss`, when given, is checked by the non-finite guard."""
         pairs = list(grads_and_vars)
         if not pairs:
             raise ValueError("apply_gradients got no (gradient, variable) pairs")
         fb = builder_of([g for g, _ in pairs])
+        guard = self.skip_nonfinite if self.skip_nonfinite is not None else fb.pb.options.get("nonfinite_guard")
+        if guard:
+            fb = _GuardedUpdates(fb, [g for g, _ in pairs] + ([loss] if loss is not None else []))
         step_int = fb.read(self.iterations)
         step = ops.cast(step_int, "float32")
         lr = self._learning_rate(fb, step, learning_rate)
@@ -118,6 +125,30 @@ class Optimizer(Module):
     def update(self, fb, var, value, g, lr, step):
         """The new value of `var` (and the slot updates); `step` counts from 0."""
         raise NotImplementedError
+
+
+class _GuardedUpdates:
+    """A FunctionBuilder whose assignments keep the old value unless every checked tensor is
+    finite: each becomes ASSIGN_VARIABLE(SELECT_V2(ok, new, old)), builtin ops that LiteRT runs."""
+
+    def __init__(self, fb, checked):
+        self._fb = fb
+        total = None  # x * 0 is 0 for finite x and NaN for an infinity or a NaN (IEEE 754)
+        for t in checked:
+            s = ops.cast(ops.reduce_sum(ops.mul(t, 0.0)), "float32")
+            total = s if total is None else ops.add(total, s)
+        self.ok = ops.equal(total, 0.0)
+        skipped = ops.logical_not(self.ok)
+        before = fb.reports.get("step_skipped")  # a second guarded update in the same signature
+        fb.reports["step_skipped"] = skipped if before is None else ops.logical_not(
+            ops.logical_and(ops.logical_not(before), self.ok))
+
+    def assign(self, state, value):
+        old = self._fb.read(state)
+        self._fb.assign(state, ops.where(self.ok, self._fb.to_tensor(value, old), old))
+
+    def __getattr__(self, name):
+        return getattr(self._fb, name)
 
 
 def clip_by_global_norm(grads, max_norm):

@@ -59,6 +59,33 @@ def compact_tensors(fn: Function, pinned=()) -> dict:
     return remap
 
 
+def renumber_functions(program: Program, order) -> None:
+    """Put the functions in `order` (a permutation of their indices) and re-point every reference
+    to them: signatures, the init function, and node attributes named `*subgraph_index` (CALL_ONCE,
+    WHILE, IF). The one place where function indices change."""
+    order = list(order)
+    if sorted(order) != list(range(len(program.functions))):
+        raise ValueError(f"{order} is not a permutation of the {len(program.functions)} functions")
+    remap = {old: new for new, old in enumerate(order)}
+    program.functions = [program.functions[i] for i in order]
+    for sig in program.signatures:
+        sig.function = remap[sig.function]
+    if program.init_function is not None:
+        program.init_function = remap[program.init_function]
+    for fn in program.functions:
+        for node in fn.nodes:
+            for key, value in node.attrs.items():
+                if key.endswith("subgraph_index"):
+                    node.attrs[key] = remap[value]
+
+
+def signatures_first(program: Program) -> None:
+    """Order the functions as the file wants them: the signatures' functions first (the first is
+    the main subgraph), then the functions they run (loop bodies, branches) in recorded order."""
+    first = list(dict.fromkeys(sig.function for sig in program.signatures))
+    renumber_functions(program, first + [i for i in range(len(program.functions)) if i not in first])
+
+
 def optimize(program: Program) -> None:
     """Run the cleanup passes on every function and keep signatures pointing at the right tensors."""
     for index, fn in enumerate(program.functions):

@@ -35,8 +35,12 @@ class Builtin:
 @dataclass(frozen=True)
 class Custom:
     """An op written as a TensorFlow Lite custom op; its attributes go in custom_options
-    as a FlexBuffer map."""
+    as a FlexBuffer map, unless the op family has its own options format: then `decode(bytes) ->
+    attrs` reads it and `encode(attrs) -> bytes` writes it (e.g. TensorFlow's Flex ops, whose
+    options hold a serialized NodeDef)."""
     name: str
+    decode: Callable | None = None
+    encode: Callable | None = None
 
 
 @dataclass

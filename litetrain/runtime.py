@@ -20,6 +20,11 @@ class ExecutionError(RuntimeError):
     """A kernel failed while running a signature; names the signature, the node and the op."""
 
 
+class NonFiniteError(ExecutionError):
+    """A call left a float variable with an infinity or a NaN while the interpreter's
+    `nonfinite_check` was on; the call was undone. Names the variables."""
+
+
 class VariableStore:
     """Variable values by name, shared by every signature of one interpreter."""
 
@@ -98,6 +103,9 @@ class Executor:
         self.variables = variables or VariableStore()
         self._plans: dict[int, Plan] = {}
         self.lock = threading.RLock()
+        self.nonfinite_check = False  # undo a call that leaves a float variable non-finite
+        self.strict_checkpoints = False  # restore refuses a checkpoint without a checksum
+        self.random_streams: dict = {}  # generators of random ops (ops/random.py), by signature and seeds
 
     def plan(self, index: int) -> Plan:
         plan = self._plans.get(index)
@@ -129,11 +137,17 @@ class Executor:
             except Exception as e:
                 loc = f" (traced at {node.where})" if node.where else ""
                 shapes = ", ".join("-" if i < 0 else _describe(slots[i]) for i in ins)
+                # the output's name is kept in the file; a check names what it checks there (loops.py)
+                named = f" [output {fn.tensors[outs[0]].name!r}]" if outs else ""
                 raise ExecutionError(f"while running {where or fn.name}: node {fn.nodes.index(node)} "
-                                     f"{node.op}({shapes}){loc} failed: {type(e).__name__}: {e}") from e
-            if len(outs) == 1:
-                slots[outs[0]] = result[0] if isinstance(result, tuple) else result
-            elif outs:
+                                     f"{node.op}({shapes}){loc} failed: {type(e).__name__}: {e}{named}") from e
+            if len(outs) == 1 and not isinstance(result, tuple) and result is not None:
+                slots[outs[0]] = result
+            elif outs:  # a file may give an op more or fewer outputs than its kernel makes
+                if not isinstance(result, tuple) or len(result) != len(outs) or any(r is None for r in result):
+                    made = len(result) if isinstance(result, tuple) else int(result is not None)
+                    raise ExecutionError(f"while running {where or fn.name}: node {fn.nodes.index(node)} "
+                                         f"{node.op} has {len(outs)} outputs in the model but made {made}")
                 for o, r in zip(outs, result):
                     slots[o] = r
             for i in frees:
@@ -145,10 +159,22 @@ class Executor:
         with self.lock:
             snap = self.variables.snapshot()
             try:
-                return self.run_function(index, args, where)
+                result = self.run_function(index, args, where)
+                if self.nonfinite_check:
+                    bad = _nonfinite_changes(snap[0], self.variables.values)
+                    if bad:
+                        raise NonFiniteError(f"{where or self.program.functions[index].name} left non-finite "
+                                             f"values in variable(s) {', '.join(bad)}; the call was undone")
+                return result
             except BaseException:
                 self.variables.rollback(snap)
                 raise
+
+
+def _nonfinite_changes(before: dict, after: dict) -> list[str]:
+    """Names of float variables that a call replaced with a value holding an infinity or a NaN."""
+    return [name for name, value in after.items()
+            if value is not before.get(name) and value.dtype.kind == "f" and not np.isfinite(value).all()]
 
 
 def _describe(value):

@@ -72,6 +72,7 @@ class Tensor:
 
 class FunctionBuilder:
     """Records one Function of a Program: inputs, constants, nodes, variable reads and writes."""
+    depth = 0  # how deeply nested in loop bodies / branches (loops.BodyBuilder) this function is
 
     def __init__(self, pb: "ProgramBuilder", name: str):
         self.pb = pb
@@ -80,6 +81,7 @@ class FunctionBuilder:
         self._handles: dict[str, int] = {}
         self._current: dict[str, Tensor] = {}  # variable name -> its value now in this function
         self.reads: dict[str, list[int]] = {}   # variable name -> read_variable output indices
+        self.reports: dict[str, Tensor] = {}    # outputs added by library code (e.g. step_skipped)
         self._counter = 0
 
     # -- tensors -------------------------------------------------------------------------
@@ -214,6 +216,8 @@ class ProgramBuilder:
 
     def __init__(self):
         self.program = Program()
+        self.options: dict = {}  # conversion options that library code reads while tracing
+        self.control: dict = {}  # function index -> how loops.py recorded it (a loop body, a branch)
 
     def variable(self, state) -> Variable:
         name = state.path
@@ -236,13 +240,15 @@ class ProgramBuilder:
 
 
 def builder_of(*values) -> FunctionBuilder:
-    """The FunctionBuilder of the first symbolic Tensor among `values` (nested in lists too)."""
+    """The FunctionBuilder of the symbolic Tensors among `values` (nested in lists too). Inside a
+    loop body or branch (litetrain/loops.py) tensors of enclosing functions may be mixed in: the
+    innermost builder wins, and it captures the others."""
+    found = None
     for v in values:
-        if isinstance(v, Tensor):
-            return v.fb
-        if isinstance(v, (list, tuple)):
-            for item in v:
-                if isinstance(item, Tensor):
-                    return item.fb
+        for item in (v if isinstance(v, (list, tuple)) else (v,)):
+            if isinstance(item, Tensor) and (found is None or item.fb.depth > found.depth):
+                found = item.fb
+    if found is not None:
+        return found
     raise TraceError("this op needs at least one symbolic tensor argument to know which "
                      "function is being traced (got only constants or variables)")

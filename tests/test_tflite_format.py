@@ -485,9 +485,9 @@ def test_unknown_ops_are_named_at_load():
     m = Model.GetRootAs(data, 0)
     relu = m.OperatorCodes(1)
     bad = bytearray(data)
-    bad[_field_pos(relu, 0)] = 3
-    bad = _patch_u32(bad, _field_pos(relu, 3), 3, "<i")  # RELU -> CONV_2D
-    with pytest.raises(UnsupportedOpError, match=r"CONV_2D \(subgraph 0 operator 1\)"):
+    bad[_field_pos(relu, 0)] = 15
+    bad = _patch_u32(bad, _field_pos(relu, 3), 15, "<i")  # RELU -> LSH_PROJECTION (litetrain has no such op)
+    with pytest.raises(UnsupportedOpError, match=r"LSH_PROJECTION \(subgraph 0 operator 1\)"):
         read_model(bad)
     data = write_model(full_program())
     at = data.index(b"LitetrainSaveCheckpoint")

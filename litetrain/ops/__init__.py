@@ -13,6 +13,14 @@ from .reduce import (argmax, log_softmax, reduce_max, reduce_mean, reduce_min, r
                      softmax)
 from .shape import (broadcast_to, concat, expand_dims, fill, gather, one_hot, pad, reshape, shape_of,
                     slice_, squeeze, transpose)
+from . import conv, random  # noqa: F401,E402  (convolution/pooling and random families)
+from .conv import (average_pool_2d, conv_2d, depthwise_conv_2d, hard_swish, leaky_relu, max_pool_2d,
+                   transpose_conv)
+from .random import random_uniform, random_uniform_like
+from . import control, sequence  # noqa: F401,E402  (while/if, tensor-list and embedding ops)
+from .sequence import arange, dynamic_update_slice, gather_nd, scatter_nd
+from . import interop, tf_ops  # noqa: F401,E402  (builtins real files use; TensorFlow's Flex ops)
+from .interop import strided_slice, tile
 from ..trace import Tensor
 
 abs = abs_  # noqa: A001
@@ -31,3 +39,6 @@ Tensor.__neg__ = neg
 Tensor.T = property(lambda self: transpose(self, list(range(self.ndim))[::-1]))
 Tensor.reshape = lambda self, *shape: reshape(self, list(shape[0]) if len(shape) == 1 and isinstance(
     shape[0], (list, tuple)) else list(shape))
+
+from ..loops import (cond, list_from_tensor, list_read, list_reserve, list_stack, list_write,  # noqa: E402
+                     while_loop)

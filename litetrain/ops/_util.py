@@ -40,6 +40,24 @@ def compare_infer(attrs, inputs):
     return [("bool", shape)]
 
 
+MAX_ELEMENTS = 1 << 28  # the most elements a kernel allocates from a shape held in a tensor's values
+
+
+def checked_dims(dims, op: str) -> list[int]:
+    """A shape read from a tensor's values (FILL's dims, BROADCAST_TO's shape, ...), refused before
+    anything is allocated when a dim is negative or the total passes MAX_ELEMENTS: such values can
+    come from a hostile model file."""
+    dims = [int(d) for d in np.asarray(dims).reshape(-1)]
+    total = 1
+    for d in dims:
+        if d < 0:
+            raise ValueError(f"{op}: negative dim in shape {dims}")
+        total *= d
+    if total > MAX_ELEMENTS:
+        raise ValueError(f"{op}: shape {dims} has {total} elements, more than the {MAX_ELEMENTS} allowed")
+    return dims
+
+
 def const_value(info, what="input"):
     """The constant data of a TensorInfo, or an error saying it must be known at conversion."""
     if info is None or info.data is None:

@@ -6,7 +6,7 @@ import numpy as np
 from ..ir import format_shape
 from ..registry import NOT_DIFFERENTIABLE, Builtin, defop
 from ..trace import builder_of
-from ._util import const_value, normalize_axes, unbroadcast
+from ._util import checked_dims, const_value, normalize_axes, unbroadcast
 
 
 def _static_shape_input(info):
@@ -136,7 +136,7 @@ def _broadcast_to_infer(attrs, inputs):
 
 
 defop("broadcast_to", infer=_broadcast_to_infer,
-      kernel=lambda x, shape: np.broadcast_to(x, [int(d) for d in shape]).copy(),
+      kernel=lambda x, shape: np.broadcast_to(x, checked_dims(shape, "broadcast_to")).copy(),
       vjp=lambda i, o, g: [unbroadcast(g[0], i[0]), None], num_inputs=(2, 2),
       tflite=Builtin("BROADCAST_TO", version=2))
 
@@ -165,7 +165,8 @@ def _gather_infer(attrs, inputs):
 
 def _gather_kernel(x, idx, axis=0, batch_dims=0):
     if idx.size and (idx.min() < 0 or idx.max() >= x.shape[axis]):
-        raise IndexError(f"gather index out of range [0, {x.shape[axis]})")
+        bad = int(idx.min()) if idx.min() < 0 else int(idx.max())
+        raise IndexError(f"gather index {bad} is out of range [0, {x.shape[axis]})")
     return np.take(x, idx, axis=axis)
 
 
@@ -298,7 +299,14 @@ def _pad_vjp(inputs, outputs, grads):
     return [slice_(grads[0], [int(a) for a, _ in p], [-1 if d is None else d for d in x.shape]), None]
 
 
-defop("pad", infer=_pad_infer, kernel=lambda x, p: np.pad(x, np.asarray(p).reshape(-1, 2).tolist()),
+def _pad_kernel(x, p):
+    p = np.asarray(p).reshape(-1, 2)
+    if p.shape[0] == x.ndim:
+        checked_dims([d + int(a) + int(b) for d, (a, b) in zip(x.shape, p)], "pad")
+    return np.pad(x, p.tolist())
+
+
+defop("pad", infer=_pad_infer, kernel=_pad_kernel,
       vjp=_pad_vjp, num_inputs=(2, 2), tflite=Builtin("PAD", "PadOptions"))
 
 
@@ -311,7 +319,7 @@ def _fill_infer(attrs, inputs):
     return [(value.dtype, tuple(_static_shape_input(dims)))]
 
 
-defop("fill", infer=_fill_infer, kernel=lambda dims, v: np.full([int(d) for d in dims], v.reshape(()), dtype=v.dtype),
+defop("fill", infer=_fill_infer, kernel=lambda dims, v: np.full(checked_dims(dims, "fill"), v.reshape(()), dtype=v.dtype),
       vjp=lambda i, o, g: [None, _fill_value_grad(g[0], i[1])], num_inputs=(2, 2),
       tflite=Builtin("FILL", "FillOptions"))
 
@@ -340,6 +348,7 @@ def _one_hot_infer(attrs, inputs):
 
 def _one_hot_kernel(idx, depth, on, off, axis=-1):
     d = int(np.asarray(depth).reshape(()))
+    checked_dims([*idx.shape, d], "one_hot")
     hot = np.expand_dims(idx, axis) == np.arange(d).reshape([-1 if i == (axis % (idx.ndim + 1)) else 1
                                                              for i in range(idx.ndim + 1)])
     return np.where(hot, on.reshape(()), off.reshape(()))

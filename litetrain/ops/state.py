@@ -64,7 +64,7 @@ def _restore_infer(attrs, inputs):
 
 def _restore_kernel(ctx, path, names=(), dtypes=(), shapes=()):
     p = _path_of(path)
-    found = checkpoint.load(p)
+    found = checkpoint.load(p, require_checksum=getattr(ctx.executor, "strict_checkpoints", False))
     # shapes are checked against the variables as they are now (a variable may have been resized)
     expected = {n: (d, ctx.variables.read(n).shape if ctx.variables.has(n) else tuple(s))
                 for n, d, s in zip(names, dtypes, shapes)}

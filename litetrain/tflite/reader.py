@@ -21,6 +21,9 @@ from .writer import (ENUM_KINDS, FILE_IDENTIFIER, MIN_RUNTIME_METADATA, PROGRAM_
 
 MAX_FLEX_ITEMS = 100_000  # custom options are small; this bounds nested-reference blow-ups
 MAX_FLEX_DEPTH = 32
+MAX_CALL_DEPTH = 32  # subgraphs calling subgraphs (CALL_ONCE, WHILE, IF, ...): nesting bound
+READ_BUDGET = 4  # all vectors read may add up to this many times the file's bytes (shared vectors
+# are legal FlatBuffers, but a hostile file could point thousands of tables at one huge vector)
 
 
 class InvalidModelError(ValueError):
@@ -53,7 +56,11 @@ def read_model(data) -> Program:
     except InvalidModelError:
         raise
     except Exception as e:  # a malformed offset deep in the FlatBuffers accessors
-        raise InvalidModelError(f"malformed model file at {reader.where}: {type(e).__name__}: {e}") from e
+        if isinstance(e, (struct.error, TypeError)) or "buffer is smaller" in str(e):
+            what = "an offset or a length points outside the file"  # struct.error, or flatbuffers' range checks
+        else:
+            what = "the file's tables are malformed"
+        raise InvalidModelError(f"{reader.where}: {what} ({type(e).__name__}: {e})") from e
 
 
 class _ModelReader:
@@ -63,6 +70,8 @@ class _ModelReader:
         self.where = "the file header"
         self._spans: dict[int, tuple[int, int] | None] = {}
         self.unsupported: dict[str, list] = {}
+        self.calls: dict[int, set[int]] = {}  # subgraph -> subgraphs its operators call
+        self.budget = READ_BUDGET * self.size + 4096  # bytes of vectors left to read (linear work)
 
     def fail(self, message: str):
         raise InvalidModelError(f"{self.where}: {message}")
@@ -70,6 +79,10 @@ class _ModelReader:
     def count(self, n: int, what: str, elem_size: int = 4) -> int:
         if n < 0 or n * elem_size > self.size:
             self.fail(f"{what} count {n} cannot fit in a {self.size}-byte file")
+        self.budget -= n * elem_size
+        if self.budget < 0:
+            self.fail(f"the file's vectors add up to more than {READ_BUDGET} times its {self.size} bytes "
+                      "(tables share vectors beyond any real model's need)")
         return n
 
     def string(self, obj, table: str, field: str) -> str:
@@ -126,6 +139,8 @@ class _ModelReader:
                              + (f", {len(where)} uses" if len(where) > 1 else "") + ")"
                              for label, where in self.unsupported.items())
             raise UnsupportedOpError(f"the model uses operators litetrain does not support: {uses}")
+        self.where = "the subgraph calls"
+        self.check_calls()
         self.where = "the model description"
         program = Program(functions=functions, description=self.string(model, "Model", "description"))
         doc = self.metadata(program)
@@ -192,9 +207,14 @@ class _ModelReader:
             operators.append((op, opcode, inputs, outputs))
         produced = {i for *_, outs in operators for i in outs} | set(fn.inputs)
         fn.tensors = [self.tensor(si, ti, sg.Tensors(ti), ti not in produced) for ti in range(nt)]
+        self.check_order(si, fn, operators)
         for oi, (op, opcode, inputs, outputs) in enumerate(operators):
             node = self.node(si, oi, op, opcode, inputs, outputs)
             if node is not None:
+                if node.op == "cast" and node.attrs.get("out_data_type") is None and len(outputs) == 1:
+                    # TensorFlow's converter writes CAST without CastOptions: the tensors give the types
+                    node.attrs["in_data_type"] = fn.tensors[inputs[0]].dtype if inputs and inputs[0] >= 0 else None
+                    node.attrs["out_data_type"] = fn.tensors[outputs[0]].dtype
                 fn.nodes.append(node)
         return fn
 
@@ -219,8 +239,7 @@ class _ModelReader:
         q = t.Quantization()
         if q is not None and (q.ScaleLength() or q.ZeroPointLength() or q.DetailsType()):
             self.fail("quantized tensors are not supported (the tensor has quantization parameters)")
-        if t.Sparsity() is not None:
-            self.fail("sparse tensors are not supported (the tensor has sparsity parameters)")
+        sparsity = t.Sparsity()  # a sparse constant: expanded to dense below (its DENSIFY is then a copy)
         if t.IsVariable():
             self.fail("is_variable tensors (TFLite's older stateful tensors) are not supported; "
                       "litetrain uses resource variables")
@@ -229,9 +248,24 @@ class _ModelReader:
         span = self.buffer_span(buffer)
         data = None
         empty_constant = buffer != 0 and may_be_constant and None not in dims and 0 in dims
-        if span is not None or empty_constant:
+        if sparsity is not None:
+            data = self.sparse_constant(dtype, dims, buffer, span, sparsity)
+        elif span is not None or empty_constant:
             data = self.constant(dtype, dims, buffer, span or (0, 0))
         return TensorInfo(name, dtype, dims, data)
+
+    def sparse_constant(self, dtype: str, dims: tuple, buffer: int, span, sparsity) -> np.ndarray:
+        from .sparsity import densify
+        if span is None or None in dims or dtype not in DTYPES or DTYPES[dtype][0] is None or dtype == "string":
+            self.fail(f"sparse tensor (buffer {buffer}) must be a numeric constant of known shape")
+        dt = numpy_dtype(dtype).newbyteorder("<")
+        if span[1] % dt.itemsize:
+            self.fail(f"sparse buffer {buffer} holds {span[1]} bytes, not a whole number of {dtype}")
+        values = np.frombuffer(self.data, dtype=dt, count=span[1] // dt.itemsize, offset=span[0])
+        try:
+            return densify(values, dims, sparsity)
+        except ValueError as e:
+            self.fail(f"bad sparsity parameters: {e}")
 
     def constant(self, dtype: str, dims: tuple, buffer: int, span: tuple[int, int]) -> np.ndarray:
         if None in dims:
@@ -283,14 +317,18 @@ class _ModelReader:
         if isinstance(opdef.tflite, Builtin):
             attrs = self.builtin_attrs(op, opdef)
         else:
-            attrs = self.custom_attrs(op)
+            attrs = self.custom_attrs(op, opdef.tflite)
         try:
             attrs = opdef.check_attrs(attrs)
         except ValueError as e:
             self.fail(str(e))
-        for key, value in attrs.items():
+        for key, value in attrs.items():  # any op that names subgraphs: CALL_ONCE, WHILE, IF, ...
             if key.endswith("subgraph_index"):
-                self.check_index(value, self.num_subgraphs, f"{key}")
+                for v in value if isinstance(value, (tuple, list)) else (value,):
+                    if not isinstance(v, int) or isinstance(v, bool):
+                        self.fail(f"{key} is {v!r}, not a subgraph index")
+                    self.check_index(v, self.num_subgraphs, f"{key}")
+                    self.calls.setdefault(si, set()).add(v)
         return Node(opname, inputs, outputs, attrs, where=f"subgraph {si} operator {oi}")
 
     def builtin_attrs(self, op, opdef) -> dict:
@@ -346,7 +384,7 @@ class _ModelReader:
             return name
         raise ValueError(f"unknown field kind {kind!r} for option {attr}")
 
-    def custom_attrs(self, op) -> dict:
+    def custom_attrs(self, op, spec: Custom) -> dict:
         if op.CustomOptionsFormat() != enum_members("CustomOptionsFormat")["FLEXBUFFERS"]:
             self.fail(f"custom_options_format {op.CustomOptionsFormat()} is not FLEXBUFFERS")
         offset, size = op.LargeCustomOptionsOffset(), op.LargeCustomOptionsSize()
@@ -359,6 +397,11 @@ class _ModelReader:
         else:
             self.count(op.CustomOptionsLength(), "custom options byte", 1)
             raw = op.CustomOptionsAsNumpy().tobytes()
+        if spec.decode is not None:  # the op family's own options format (e.g. Flex NodeDefs)
+            try:
+                return spec.decode(raw)
+            except Exception as e:
+                self.fail(f"custom options are not valid {spec.name} options ({type(e).__name__}: {e})")
         if not raw:
             return {}
         try:
@@ -368,6 +411,48 @@ class _ModelReader:
         if not isinstance(value, dict):
             self.fail(f"custom options hold a {type(value).__name__}, expected a FlexBuffer map")
         return value
+
+    def check_order(self, si: int, fn: Function, operators):
+        """Operators run in file order: each input must be a subgraph input, a constant or an
+        earlier operator's output, and each subgraph output must be computed by then."""
+        ready = set(fn.inputs) | {ti for ti, t in enumerate(fn.tensors) if t.data is not None}
+        if len(set(fn.inputs)) != len(fn.inputs):
+            self.where = f"subgraph {si}"
+            self.fail(f"a tensor is listed twice among the subgraph inputs {fn.inputs}")
+        for oi, (_, opcode, inputs, outputs) in enumerate(operators):
+            for i in inputs:
+                if i >= 0 and i not in ready:
+                    self.where = f"subgraph {si} operator {oi} ({self.opcodes[opcode][1]})"
+                    self.fail(f"input tensor {i} {fn.tensors[i].name!r} is read before any operator computes it")
+            ready.update(outputs)
+        for i in fn.outputs:
+            if i not in ready:
+                self.where = f"subgraph {si}"
+                self.fail(f"output tensor {i} {fn.tensors[i].name!r} is never computed")
+
+    def check_calls(self):
+        """Subgraph calls must form no cycle (a subgraph may not run itself, directly or not) and
+        nest at most MAX_CALL_DEPTH deep, so running a signature always ends."""
+        depth: dict[int, int] = {}  # subgraph -> longest call chain below it (when finished)
+        for root in sorted(self.calls):
+            if root in depth:
+                continue
+            path, stack = [root], [iter(sorted(self.calls.get(root, ())))]
+            while stack:
+                callee = next(stack[-1], None)
+                if callee is None:
+                    done = path.pop()
+                    stack.pop()
+                    depth[done] = 1 + max((depth[c] for c in self.calls.get(done, ())), default=-1)
+                    if depth[done] > MAX_CALL_DEPTH:
+                        self.fail(f"subgraph {done} nests subgraph calls {depth[done]} deep; at most "
+                                  f"{MAX_CALL_DEPTH} are allowed")
+                elif callee in path:
+                    cycle = path[path.index(callee):] + [callee]
+                    self.fail("subgraphs call each other in a cycle: " + " -> ".join(map(str, cycle)))
+                elif callee not in depth:
+                    path.append(callee)
+                    stack.append(iter(sorted(self.calls.get(callee, ()))))
 
     # -- model-level tables ------------------------------------------------------------------------
     def metadata(self, program: Program):
@@ -395,7 +480,10 @@ class _ModelReader:
         n = self.count(self.model.SignatureDefsLength(), "signature")
         if n == 0:  # TensorFlow's convention for a file without SignatureDefs
             fn = functions[0]
-            return [Signature("serving_default", 0, _names(fn, fn.inputs, "input"), _names(fn, fn.outputs, "output"))]
+            self.where = "the default signature (subgraph 0)"
+            sig = Signature("serving_default", 0, _names(fn, fn.inputs, "input"), _names(fn, fn.outputs, "output"))
+            self.check_signature(sig, fn)
+            return [sig]
         result = []
         for i in range(n):
             self.where = f"signature {i}"
@@ -418,7 +506,16 @@ class _ModelReader:
                                      f"{what.lower()[:-1]} {name!r} tensor index")
                     maps[what][name] = tm.TensorIndex()
             result.append(Signature(key, fi, maps["Inputs"], maps["Outputs"]))
+            self.check_signature(result[-1], functions[fi])
         return result
+
+    def check_signature(self, sig: Signature, fn: Function):
+        """A signature names each input of its subgraph exactly once, and only its outputs."""
+        if sorted(sig.inputs.values()) != sorted(fn.inputs):
+            self.fail(f"the inputs {sig.inputs} are not exactly the subgraph's input tensors {fn.inputs}")
+        strays = {k: i for k, i in sig.outputs.items() if i not in fn.outputs}
+        if strays:
+            self.fail(f"outputs {strays} are not among the subgraph's output tensors {fn.outputs}")
 
     def apply_program_json(self, program: Program, doc: dict):
         init = doc.get("init_function")

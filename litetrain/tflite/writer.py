@@ -9,11 +9,12 @@ view it in place. What TFLite has no field for (variable flags, signature defaul
 from __future__ import annotations
 
 import functools
-import importlib
 import json
+import sys
 
 import flatbuffers
 import numpy as np
+import tflite as _schema  # noqa: F401  (the generated package imports every schema module)
 from flatbuffers import flexbuffers
 
 from ..ir import DTYPES, Function, Program, format_shape, numpy_dtype
@@ -36,8 +37,12 @@ ENUM_KINDS = {"activation": "ActivationFunctionType", "padding": "Padding",
 @functools.lru_cache(maxsize=None)
 def schema_module(name: str):
     """The generated module tflite.<name> (the package re-exports classes under the same names,
-    so `tflite.X` is the class; the builder functions live in the module)."""
-    return importlib.import_module(f"tflite.{name}")
+    so `tflite.X` is the class; the builder functions live in the module). Looked up among the
+    modules the package already imported: no import is driven by a name."""
+    module = sys.modules.get(f"tflite.{name}")
+    if module is None:
+        raise ValueError(f"the TensorFlow Lite schema has no table or enum {name!r}")
+    return module
 
 
 @functools.lru_cache(maxsize=None)
@@ -318,7 +323,12 @@ class _ModelWriter:
             options = self.builtin_options(spec, node.attrs, opdef.attrs, where)
         elif isinstance(spec, Custom):
             opcode = self.opcode((enum_members("BuiltinOperator")["CUSTOM"], spec.name, 1))
-            if node.attrs:
+            if spec.encode is not None:  # the op family's own options format (e.g. Flex NodeDefs)
+                try:
+                    custom = self.b.CreateByteVector(bytes(spec.encode(node.attrs)))
+                except Exception as e:
+                    raise ValueError(f"{where}: attributes cannot be written as {spec.name} options: {e}") from None
+            elif node.attrs:
                 try:
                     custom = self.b.CreateByteVector(bytes(flexbuffers.Dumps(_flex_plain(node.attrs))))
                 except Exception as e:

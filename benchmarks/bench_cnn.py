@@ -1,0 +1,196 @@
+"""Benchmark: CNN train steps in litetrain, PyTorch eager and LiteRT, measured in one run.
+
+    python benchmarks/bench_cnn.py [--models small_cnn,mobilenet_v2] [--steps 30] [--warmup 5] [--threads N]
+
+Two models, each converted once to a .tflite file with builtin operators only
+(portable_checkpoints=True), trained with SGD (momentum 0.9) on a fixed random batch:
+
+- small_cnn: litetrain.models.SmallCNN on 28x28x1, batch 32 (2 conv + batch norm + max pool blocks);
+- mobilenet_v2: litetrain.models.MobileNetV2 width 0.35 on 96x96x3, batch 8, 10 classes
+  (52 batch norms in training mode, 17 depthwise convolutions).
+
+Engines, each in its own subprocess (one engine's imports and threads do not affect another's):
+
+- litetrain: `lt.Interpreter` on the file (NumPy only);
+- LiteRT: `ai_edge_litert.interpreter.Interpreter` on the SAME file, through its signature runners;
+  gradients included, since the file's backward pass is TFLite builtins;
+- PyTorch eager: the same network built by litetrain.models.torch_reference.to_torch from the same
+  initial weights; a train step is zero_grad, forward, cross_entropy, backward, SGD.step.
+
+Latency is the median of `--steps` timed calls after `--warmup` untimed ones. Ratios are engine /
+litetrain (below 1: faster than litetrain). The last lines print each engine's first-step loss: they
+must agree, or the engines are not running the same computation. Speed is never asserted by tests.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ENGINES = ("litetrain", "pytorch", "litert")
+MODELS = {
+    "small_cnn": {"shape": (28, 28, 1), "batch": 32, "lr": 0.01, "title": "small CNN, 28x28x1, batch 32"},
+    "mobilenet_v2": {"shape": (96, 96, 3), "batch": 8, "lr": 0.001,
+                     "title": "MobileNetV2 0.35, 96x96x3, batch 8"},
+}
+
+
+def build_net(model):
+    from litetrain.models import MobileNetV2, SmallCNN
+    if model == "small_cnn":
+        return SmallCNN()
+    return MobileNetV2(alpha=0.35, input_shape=(96, 96, 3), num_classes=10)
+
+
+def inputs(model, seed=0):
+    spec = MODELS[model]
+    rng = np.random.default_rng(seed)
+    x = rng.random((spec["batch"], *spec["shape"]), dtype=np.float32)
+    y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, spec["batch"])]
+    return x, y
+
+
+def _median_ms(fn, steps, warmup):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def _error(e):
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:80]}"
+
+
+def worker(engine, model, model_path, steps, warmup, threads):
+    x, y = inputs(model)
+    out = {"engine": engine, "model": model}
+    if engine == "litetrain":
+        import litetrain as lt
+        train = lt.Interpreter(model_path=model_path).get_signature_runner("train")
+        out["first_loss"] = float(train(x=x, y=y)["loss"])
+        out["train_ms"] = _median_ms(lambda: train(x=x, y=y), steps, warmup)
+    elif engine == "pytorch":
+        import torch
+        from litetrain.models.torch_reference import to_torch
+        if threads:
+            torch.set_num_threads(threads)
+        out["version"] = torch.__version__
+        net = to_torch(build_net(model)).train()  # the constructor's weights: the file's initial values
+        opt = torch.optim.SGD(net.parameters(), lr=MODELS[model]["lr"], momentum=0.9)
+        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+
+        def step():
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(net(tx), ty)
+            loss.backward()
+            opt.step()
+            return loss.item()
+        out["first_loss"] = step()
+        out["train_ms"] = _median_ms(step, steps, warmup)
+    elif engine == "litert":
+        import importlib.metadata
+        from ai_edge_litert import interpreter as litert
+        out["version"] = importlib.metadata.version("ai-edge-litert")
+        try:
+            train = litert.Interpreter(model_path=model_path, num_threads=threads or None).get_signature_runner("train")
+            out["first_loss"] = float(np.asarray(train(x=x, y=y)["loss"]).reshape(()))
+            out["train_ms"] = _median_ms(lambda: train(x=x, y=y), steps, warmup)
+        except Exception as e:  # a runtime that cannot load or run the file: the table says why
+            out["train_error"] = _error(e)
+    print(json.dumps(out))
+
+
+def prepare(directory, model):
+    import litetrain as lt
+    from litetrain.models import image_classifier
+    spec = MODELS[model]
+    net = build_net(model)
+    trainer = image_classifier(net, spec["shape"], 10, lt.optim.SGD(spec["lr"], momentum=0.9))
+    content = lt.convert(trainer, signatures=["train", "infer", "save", "restore"], portable_checkpoints=True)
+    path = os.path.join(directory, f"{model}.tflite")
+    with open(path, "wb") as f:
+        f.write(content)
+    from litetrain.tflite import read_model
+    program = read_model(content)
+    nodes = len(program.functions[program.signature("train").function].nodes)
+    return path, len(content), nodes
+
+
+def run_worker(engine, model, model_path, args):
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", engine, "--model-name", model, "--model", model_path,
+           "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        err = (proc.stderr.strip().splitlines() or ["no output"])[-1][:90]
+        return {"engine": engine, "model": model, "train_error": f"worker failed: {err}"}
+    return json.loads(lines[-1])
+
+
+def format_table(rows, models):
+    header = ["model", "engine", "train step ms", "vs litetrain"]
+    table = [header]
+    for model in models:
+        base = next((r.get("train_ms") for r in rows if r["model"] == model and r["engine"] == "litetrain"), None)
+        for r in (r for r in rows if r["model"] == model):
+            name = r["engine"] + (f" {r['version']}" if r.get("version") else "")
+            if "train_ms" in r:
+                table.append([model, name, f"{r['train_ms']:.1f}", f"{r['train_ms'] / base:.2f}x" if base else ""])
+            else:
+                table.append([model, name, r.get("train_error", "n/a"), ""])
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    out = [" | ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
+    out.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--engines", default=",".join(ENGINES))
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="torch/LiteRT threads (0: their default)")
+    parser.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
+    parser.add_argument("--model-name", choices=list(MODELS), help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        return worker(args.worker, args.model_name, args.model, args.steps, args.warmup, args.threads)
+    models = args.models.split(",")
+    rows, notes = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in models:
+            path, size, nodes = prepare(tmp, model)
+            notes.append(f"{model}: {MODELS[model]['title']}, SGD(momentum 0.9); file {size / 1024:.0f} KiB, "
+                         f"train subgraph {nodes} operators")
+            rows += [run_worker(e, model, path, args) for e in args.engines.split(",")]
+    print(f"CNN train steps; median of {args.steps} calls after {args.warmup} warm-up; {os.cpu_count()} CPUs, "
+          f"{platform.machine()}, Python {platform.python_version()}, NumPy {np.__version__}")
+    print("One .tflite file per model (builtin operators only) for litetrain and LiteRT; PyTorch eager runs the "
+          "same network from the same initial weights.")
+    for n in notes:
+        print("  " + n)
+    print()
+    print(format_table(rows, models))
+    print()
+    for model in models:
+        losses = ", ".join(f"{r['engine']} {r['first_loss']:.6f}" for r in rows
+                           if r["model"] == model and "first_loss" in r)
+        print(f"First step's loss, {model} (same weights and batch: they should agree): {losses}")
+
+
+if __name__ == "__main__":
+    main()

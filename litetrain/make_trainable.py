@@ -1,0 +1,351 @@
+"""make_trainable: turn an inference-only .tflite file into a trainable one.
+
+The file's serving function is replayed, op by op, into litetrain's tracer: the weights you choose
+(all, the last N layers, by name, biases only) become trainable variables, every other weight
+stays a constant, a loss on a chosen output and an optimizer are added, and the usual converter
+passes write one file with `train`, `infer`, `save` and `restore` signatures. Gradients come from
+litetrain's own rules, so they are builtin ops: with `portable_checkpoints=True` (save/restore
+pass tensors instead of reading a file) the result needs no custom op and stock LiteRT trains it
+too. Fused activations on the path of a gradient are split into their own ops (the same numbers;
+a rule then differentiates the activation by itself). float16 weights behind DEQUANTIZE become
+float32 variables when trained.
+
+    content = make_trainable(open("model.tflite", "rb").read(), trainable="last:1",
+                             loss="sparse_categorical_crossentropy", optimizer="sgd", learning_rate=0.01)
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .ir import Program
+from .module import Module, Param, TensorSpec
+
+# op -> {input position: role} of the inputs that hold a layer's weights
+WEIGHT_INPUTS = {
+    "fully_connected": {1: "kernel", 2: "bias"},
+    "conv_2d": {1: "kernel", 2: "bias"},
+    "depthwise_conv_2d": {1: "kernel", 2: "bias"},
+    "transpose_conv": {1: "kernel", 3: "bias"},
+    "prelu": {1: "alpha"},
+}
+ACTIVATION_OPS = {"RELU": "relu", "RELU6": "relu6", "TANH": "tanh"}
+LOSSES = ("sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy",
+          "mean_squared_error")
+_STRIP = re.compile(r"/(Conv2D|BiasAdd|MatMul|depthwise|Conv2D_bias|Relu6?|FusedBatchNormV3|Add|conv2d_transpose)\d*$")
+
+
+class MakeTrainableError(ValueError):
+    """The file, the choice of weights, the output or the loss do not fit; the message says how."""
+
+
+@dataclass
+class Weight:
+    layer: str       # the layer's name
+    role: str        # kernel, bias or alpha
+    tensor: int      # the constant tensor in the serving function
+    value: np.ndarray
+    via: int | None = None  # the DEQUANTIZE/DENSIFY node that reads the stored constant, if any
+
+    @property
+    def name(self) -> str:
+        return f"{self.layer}/{self.role}"
+
+
+@dataclass
+class Layer:
+    name: str
+    op: str
+    node: int
+    weights: list = field(default_factory=list)
+
+
+def _producers(fn):
+    return {o: k for k, n in enumerate(fn.nodes) for o in n.outputs}
+
+
+def find_layers(program: Program, signature: str | None = None) -> list[Layer]:
+    """The layers (nodes with constant weights) of the serving function, in execution order."""
+    sig = _serving(program, signature)
+    fn = program.functions[sig.function]
+    made_by = _producers(fn)
+    layers, taken = [], {}
+    for k, node in enumerate(fn.nodes):
+        roles = WEIGHT_INPUTS.get(node.op)
+        if not roles:
+            continue
+        weights = []
+        for pos, role in roles.items():
+            if pos >= len(node.inputs) or node.inputs[pos] < 0:
+                continue
+            t = node.inputs[pos]
+            via = None
+            if fn.tensors[t].data is None and t in made_by and fn.nodes[made_by[t]].op in ("dequantize", "densify"):
+                via = made_by[t]
+                src = fn.nodes[via].inputs[0]
+                if fn.tensors[src].data is None:
+                    continue
+                value = np.asarray(fn.tensors[src].data).astype(np.float32)
+            elif fn.tensors[t].data is not None:
+                value = np.array(fn.tensors[t].data)
+            else:
+                continue  # computed at run time: not a weight
+            weights.append((role, t, value, via))
+        if not weights:
+            continue
+        base = _STRIP.sub("", fn.tensors[node.outputs[0]].name.split(";")[-1])
+        if "/" not in base:  # e.g. "StatefulPartitionedCall:0", "Identity": no layer name in the file
+            base = node.op
+        n = taken.get(base, 0)
+        taken[base] = n + 1
+        name = base if n == 0 else f"{base}_{n}"
+        layers.append(Layer(name, node.op, k, [Weight(name, r, t, v, via) for r, t, v, via in weights]))
+    return layers
+
+
+def select_weights(layers: list[Layer], trainable) -> list[Weight]:
+    """The weights `trainable` chooses: "all", "biases", "last:N" or an int N (the last N layers),
+    a name or glob pattern or a list of them (matching layer or weight names), or a callable
+    taking a Weight."""
+    every = [w for layer in layers for w in layer.weights]
+    if callable(trainable):
+        chosen = [w for w in every if trainable(w)]
+    elif trainable == "all":
+        chosen = every
+    elif trainable in ("biases", "bias"):
+        chosen = [w for w in every if w.role == "bias"]
+    elif isinstance(trainable, int) or (isinstance(trainable, str) and trainable.startswith("last:")):
+        n = trainable if isinstance(trainable, int) else int(trainable.split(":", 1)[1])
+        if not 1 <= n <= len(layers):
+            raise MakeTrainableError(f"the model has {len(layers)} layers with weights; cannot train the last {n}")
+        chosen = [w for layer in layers[-n:] for w in layer.weights]
+    else:
+        patterns = [trainable] if isinstance(trainable, str) else list(trainable)
+        chosen = [w for w in every if any(fnmatch.fnmatchcase(w.name, p) or fnmatch.fnmatchcase(w.layer, p)
+                                          for p in patterns)]
+        unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(w.name, p) or fnmatch.fnmatchcase(w.layer, p)
+                                                    for w in every)]
+        if unmatched:
+            raise MakeTrainableError(f"no layer or weight matches {unmatched}; the layers are: "
+                                     + ", ".join(layer.name for layer in layers))
+    if not chosen:
+        raise MakeTrainableError(f"trainable={trainable!r} chooses no weight")
+    return chosen
+
+
+def _serving(program, signature):
+    if signature is not None:
+        try:
+            return program.signature(signature)
+        except KeyError as e:
+            raise MakeTrainableError(str(e.args[0])) from None
+    if len(program.signatures) != 1:
+        raise MakeTrainableError("the file has several signatures; name the one to train with signature=: "
+                                 + ", ".join(s.key for s in program.signatures))
+    return program.signatures[0]
+
+
+def _loss(loss, from_logits):
+    from . import losses
+    if isinstance(loss, losses.Loss):
+        return loss
+    table = {"sparse_categorical_crossentropy": lambda: losses.SparseCategoricalCrossentropy(from_logits),
+             "categorical_crossentropy": lambda: losses.CategoricalCrossentropy(from_logits),
+             "binary_crossentropy": lambda: losses.BinaryCrossentropy(from_logits),
+             "mean_squared_error": losses.MeanSquaredError, "mse": losses.MeanSquaredError}
+    if loss not in table:
+        raise MakeTrainableError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)} or pass a litetrain Loss")
+    return table[loss]()
+
+
+def _optimizer(optimizer, learning_rate):
+    from . import optim
+    if isinstance(optimizer, optim.Optimizer):
+        return optimizer
+    table = {"sgd": optim.SGD, "adam": optim.Adam, "adamw": optim.AdamW, "rmsprop": optim.RMSProp,
+             "adagrad": optim.Adagrad}
+    if str(optimizer).lower() not in table:
+        raise MakeTrainableError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(table)}")
+    return table[str(optimizer).lower()](learning_rate=learning_rate)
+
+
+def _label_spec(loss_name, out_info):
+    shape = tuple(out_info.shape)
+    if loss_name == "sparse_categorical_crossentropy":
+        return TensorSpec(shape[:-1], "int32")
+    return TensorSpec(shape, out_info.dtype)
+
+
+class _Replay:
+    """Re-emits the serving function's nodes into a FunctionBuilder, with chosen weights read
+    from Params and, when `split` is set, fused activations on gradient paths split off."""
+
+    def __init__(self, program, fn, params: dict[int, Param], via_nodes: set[int]):
+        self.program, self.fn, self.params, self.via_nodes = program, fn, params, via_nodes
+
+    def run(self, fb, inputs: dict, split: bool):
+        from . import ops
+        env = dict(inputs)
+        tainted = set()
+        for t, param in self.params.items():
+            env[t] = fb.read(param)
+            tainted.add(t)
+        for k, node in enumerate(self.fn.nodes):
+            if node.op == "call_once":
+                continue
+            if k in self.via_nodes and all(o in env for o in node.outputs):
+                continue  # a DEQUANTIZE/DENSIFY whose output is a trained variable now
+            if node.op in ("var_handle", "read_variable", "assign_variable"):
+                raise MakeTrainableError("the file already has variables; make_trainable takes inference-only files")
+            ins = []
+            for i in node.inputs:
+                if i < 0:
+                    ins.append(None)
+                elif i in env:
+                    ins.append(env[i])
+                elif self.fn.tensors[i].data is not None:
+                    ins.append(fb.const(self.fn.tensors[i].data, self.fn.tensors[i].dtype))
+                else:
+                    raise MakeTrainableError(f"node {k} ({node.op}) reads tensor {i} before it is computed")
+            attrs = dict(node.attrs)
+            act = attrs.get("fused_activation_function", "NONE")
+            on_path = any(i in tainted for i in node.inputs if i >= 0)
+            if split and on_path and act != "NONE":
+                if act not in ACTIVATION_OPS and act != "RELU_N1_TO_1":
+                    raise MakeTrainableError(f"node {k} ({node.op}) has fused activation {act}, which has no gradient")
+                attrs["fused_activation_function"] = "NONE"
+            out = fb.emit(node.op, ins, attrs, where=node.where or f"node {k}")
+            outs = out if isinstance(out, tuple) else (out,)
+            if split and on_path and act != "NONE":
+                y = outs[0]
+                outs = (getattr(ops, ACTIVATION_OPS[act])(y) if act in ACTIVATION_OPS
+                        else ops.minimum(ops.maximum(y, -1.0), 1.0),) + outs[1:]
+            for o, t in zip(node.outputs, outs):
+                env[o] = t
+                if on_path:
+                    tainted.add(o)
+        return env
+
+
+def make_trainable(model, trainable="last:1", *, output=None, loss="sparse_categorical_crossentropy",
+                   from_logits=None, optimizer="sgd", learning_rate=0.01, signature=None,
+                   portable_checkpoints=False) -> bytes:
+    """An inference .tflite file (bytes or a path) -> the bytes of a trainable one.
+
+    trainable: which weights train (see `select_weights`); the others stay constants.
+    output: the serving output the loss is computed on (default: the only output).
+    loss: a name in LOSSES or a litetrain Loss; from_logits: whether that output is logits
+    (default: True unless the output comes from a SOFTMAX or LOGISTIC op).
+    optimizer: "sgd", "adam", ... or a litetrain Optimizer; learning_rate for a named one.
+    portable_checkpoints: save/restore pass tensors (builtins only: stock LiteRT runs the file)
+    instead of reading and writing a checkpoint file with two custom ops.
+    The result has signatures train(<inputs>, labels) -> loss, infer(<inputs>) -> the serving
+    outputs, save and restore."""
+    from .convert import trace_program
+    from .tflite import read_model, write_model
+    if isinstance(model, (str, os.PathLike)):
+        with open(model, "rb") as f:
+            model = f.read()
+    program = read_model(bytes(model)) if not isinstance(model, Program) else model
+    sig = _serving(program, signature)
+    fn = program.functions[sig.function]
+    layers = find_layers(program, sig.key)
+    if not layers:
+        raise MakeTrainableError("the serving function has no layer with constant weights to train")
+    chosen = select_weights(layers, trainable)
+    if output is None:
+        if len(sig.outputs) != 1:
+            raise MakeTrainableError(f"the signature has outputs {sorted(sig.outputs)}; name one with output=")
+        output = next(iter(sig.outputs))
+    if output not in sig.outputs:
+        raise MakeTrainableError(f"no output {output!r}; the signature has {sorted(sig.outputs)}")
+    out_index = sig.outputs[output]
+    if from_logits is None:
+        made_by = _producers(fn)
+        last = fn.nodes[made_by[out_index]].op if out_index in made_by else None
+        from_logits = last not in ("softmax", "logistic")
+    loss_name = loss if isinstance(loss, str) else None
+    loss_fn = _loss(loss, from_logits)
+    label_spec = _label_spec(loss_name, fn.tensors[out_index])
+    in_specs = {name: TensorSpec(fn.tensors[i].shape, fn.tensors[i].dtype) for name, i in sig.inputs.items()}
+    if "labels" in in_specs:
+        raise MakeTrainableError("the serving signature already has an input named 'labels'")
+
+    def infer(self, **kwargs):
+        fb = next(iter(kwargs.values())).fb
+        env = replay.run(fb, {sig.inputs[name]: t for name, t in kwargs.items()}, split=False)
+        return {name: env[i] for name, i in sig.outputs.items()}
+
+    def train(self, **kwargs):
+        labels = kwargs.pop("labels")
+        env = replay.run(labels.fb, {sig.inputs[name]: t for name, t in kwargs.items()}, split=True)
+        value = loss_fn(labels, env[out_index])
+        self.optimizer.minimize(value, list(params.values()))
+        return {"loss": value}
+
+    infer._litetrain_signature = dict(in_specs)
+    train._litetrain_signature = {**in_specs, "labels": label_spec}
+    imported = type("ImportedModel", (Module,), {"train": train, "infer": infer})()
+    # a trained weight stands for its tensor (for float16/sparse weights: the DEQUANTIZE/DENSIFY output)
+    params = {w.tensor: imported.add_state(w.name, Param(np.array(w.value, np.float32 if w.via is not None else None)))
+              for w in chosen}
+    imported.optimizer = _optimizer(optimizer, learning_rate)
+    replay = _Replay(program, fn, params, {w.via for w in chosen if w.via is not None})
+    new = trace_program(imported, ["train", "infer", "save", "restore"], portable_checkpoints=portable_checkpoints)
+    new.metadata.update({k: v for k, v in program.metadata.items() if k not in new.metadata})
+    return write_model(new)
+
+
+# -- `litetrain make-trainable IN OUT` ------------------------------------------------------------------------------
+def add_command(commands) -> None:
+    p = commands.add_parser("make-trainable", help="turn an inference .tflite file into a trainable one",
+                            description="Read an inference .tflite file, make the chosen weights trainable, add a "
+                                        "loss on an output and an optimizer, and write a .tflite file with train, "
+                                        "infer, save and restore signatures.")
+    p.add_argument("input", help="the inference .tflite file")
+    p.add_argument("output", help="where to write the trainable .tflite file")
+    p.add_argument("--trainable", default="last:1",
+                   help="all | biases | last:N | comma-separated layer or weight names or globs (default last:1)")
+    p.add_argument("--output-name", default=None, help="the serving output the loss is computed on")
+    p.add_argument("--loss", default="sparse_categorical_crossentropy", choices=LOSSES)
+    p.add_argument("--from-logits", choices=("auto", "yes", "no"), default="auto")
+    p.add_argument("--optimizer", default="sgd", choices=("sgd", "adam", "adamw", "rmsprop", "adagrad"))
+    p.add_argument("--learning-rate", type=float, default=0.01)
+    p.add_argument("--signature", default=None, help="the signature to train (when the file has several)")
+    p.add_argument("--portable-checkpoints", action="store_true",
+                   help="save/restore pass tensors, so the file has builtin ops only (stock LiteRT runs it)")
+    p.add_argument("--list-layers", action="store_true", help="print the layers and their weights, then stop")
+
+
+def run_command(args) -> int:
+    import sys
+    from .tflite import InvalidModelError, read_model
+    try:
+        with open(args.input, "rb") as f:
+            data = f.read()
+        if args.list_layers:
+            for layer in find_layers(read_model(data), args.signature):
+                shapes = ", ".join(f"{w.role} {list(w.value.shape)}" for w in layer.weights)
+                print(f"{layer.name}  ({layer.op}: {shapes})")
+            return 0
+        trainable = args.trainable
+        if trainable not in ("all", "biases") and not trainable.startswith("last:"):
+            trainable = [p.strip() for p in trainable.split(",") if p.strip()]
+        content = make_trainable(data, trainable, output=args.output_name, loss=args.loss,
+                                 from_logits={"auto": None, "yes": True, "no": False}[args.from_logits],
+                                 optimizer=args.optimizer, learning_rate=args.learning_rate,
+                                 signature=args.signature, portable_checkpoints=args.portable_checkpoints)
+    except OSError as e:
+        print(f"litetrain make-trainable: {e.filename}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    except (MakeTrainableError, InvalidModelError) as e:
+        print(f"litetrain make-trainable: {e}", file=sys.stderr)
+        return 2
+    with open(args.output, "wb") as f:
+        f.write(content)
+    print(f"wrote {args.output} ({len(content)} bytes): signatures train, infer, save, restore")
+    return 0

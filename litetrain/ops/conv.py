@@ -1,0 +1,705 @@
+"""Convolution and pooling (NHWC, TensorFlow Lite semantics), with gradients in builtin ops.
+
+conv_2d, depthwise_conv_2d, transpose_conv, max_pool_2d and average_pool_2d follow TFLite: filters
+OHWI (conv_2d, transpose_conv) and [1, kh, kw, C*M] (depthwise), SAME padding with the odd pixel at
+the end (bottom/right), strides, dilations, and a fused activation (as files from other converters
+carry; its gradient is taken from the op's output). The gradient rules emit builtins only, so a
+training file runs on stock LiteRT, where TensorFlow's own converter needs Flex kernels
+(Conv2DBackpropInput/Filter, MaxPoolGrad, ...):
+
+- conv_2d:     input gradient = TRANSPOSE_CONV with the filter transposed (and dilated by inserting
+               zeros); filter gradient = CONV_2D of the transposed input [C, H, W, N] with the
+               transposed output gradient [O, Ho, Wo, N] as filter (stride <-> dilation swap);
+               1x1 stride-1 convolutions take two BATCH_MATMULs instead.
+- depthwise:   input gradient = DEPTHWISE_CONV_2D of the output gradient (zeros interleaved for
+               strides, padded) with the spatially flipped filter; filter gradient = DEPTHWISE_CONV_2D
+               of [1, H, W, N*C] with [1, Ho, Wo, N*C*M] as filter, summed over N.
+- max pool:    ARG_MAX picks each window's first maximum (as TFLite's and PyTorch's kernels do),
+               ONE_HOT * gradient routes the gradient to it. When the windows tile the image, their
+               pixels are gathered by RESHAPE/TRANSPOSE; for overlapping or padded windows, by a
+               one-hot DEPTHWISE_CONV_2D (multiplier kh*kw), and scattered back by that filter's
+               depthwise input gradient.
+- avg pool:    the depthwise input gradient of an all-ones filter, applied to gradient / window count.
+- transpose_conv: input gradient = CONV_2D; filter gradient = CONV_2D over transposed operands.
+
+Kernels use stride tricks with tensordot/matmul, or loop over kernel taps (never over pixels).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import FLOAT_DTYPES
+from ..registry import Builtin, defop
+from ..trace import builder_of
+from ._util import fused
+
+PADDINGS = ("SAME", "VALID")
+CLAMPS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")  # the fused activations these TFLite kernels apply
+CONV_ATTRS = {"padding": "SAME", "stride_w": 1, "stride_h": 1, "dilation_w_factor": 1, "dilation_h_factor": 1,
+              "fused_activation_function": "NONE"}
+CONV_FIELDS = {"padding": "padding", "stride_w": "int", "stride_h": "int", "dilation_w_factor": "int",
+               "dilation_h_factor": "int", "fused_activation_function": "activation"}
+POOL_ATTRS = {"padding": "SAME", "stride_w": 1, "stride_h": 1, "filter_width": 1, "filter_height": 1,
+              "fused_activation_function": "NONE"}
+POOL_FIELDS = {"padding": "padding", "stride_w": "int", "stride_h": "int", "filter_width": "int",
+               "filter_height": "int", "fused_activation_function": "activation"}
+
+
+# -- geometry (TFLite's ComputeOutSize / ComputePaddingHeightWidth) ---------------------------------------
+def geometry(size, k, stride, dilation, padding):
+    """(output size, padding before, padding after) along one spatial axis."""
+    ek = (k - 1) * dilation + 1
+    out = -(-size // stride) if padding == "SAME" else (size - ek) // stride + 1
+    total = max((out - 1) * stride + ek - size, 0) if padding == "SAME" else 0
+    return out, total // 2, total - total // 2
+
+
+def _check_window(attrs, kh, kw, sh, sw, dh=1, dw=1):
+    if attrs["padding"] not in PADDINGS:
+        raise ValueError(f"padding must be SAME or VALID, got {attrs['padding']!r}")
+    if attrs["fused_activation_function"] not in CLAMPS:
+        raise ValueError(f"fused activation {attrs['fused_activation_function']} is not one of {', '.join(CLAMPS)}: "
+                         "TFLite's convolution and pooling kernels apply only these (as a clamp)")
+    for name, v in (("stride_h", sh), ("stride_w", sw), ("dilation_h_factor", dh), ("dilation_w_factor", dw),
+                    ("filter height", kh), ("filter width", kw)):
+        if v is not None and int(v) < 1:
+            raise ValueError(f"{name} must be at least 1, got {v}")
+
+
+def _out_dim(size, k, stride, dilation, padding, axis):
+    if size is None:
+        return None
+    out = geometry(size, k, stride, dilation, padding)[0]
+    if out < 1:
+        raise ValueError(f"a window of {(k - 1) * dilation + 1} (VALID) does not fit the input's {axis} of {size}")
+    return out
+
+
+def _float_operands(*infos):
+    dtypes = {t.dtype for t in infos if t is not None}
+    if len(dtypes) != 1 or not dtypes <= set(FLOAT_DTYPES):
+        raise ValueError(f"input, filter and bias must have one float dtype, got {sorted(dtypes)}")
+
+
+def _rank4(info, what):
+    if len(info.shape) != 4:
+        raise ValueError(f"{what} must be rank 4 (NHWC / filter layout), got rank {len(info.shape)}")
+
+
+def _bias_check(b, channels):
+    if b is not None and (len(b.shape) != 1 or None not in (b.shape[0], channels) and b.shape[0] != channels):
+        raise ValueError(f"bias must be [{channels}], got {list(b.shape)}")
+
+
+def _same(a, b):
+    return a is None or b is None or a == b
+
+
+# -- kernel helpers -------------------------------------------------------------------------------------
+def _pad_hw(x, pads, value=0.0):
+    (pt, pb), (pl, pr) = pads
+    if not (pt or pb or pl or pr):
+        return x
+    return np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=value)
+
+
+def _prepare(x, kh, kw, sh, sw, dh, dw, padding, value=0.0):
+    """The padded input and the output's height and width."""
+    for k, d, n, what in ((kh, dh, x.shape[1], "height"), (kw, dw, x.shape[2], "width")):
+        if (k - 1) * d + 1 > 2 * n + 1:  # a hostile file's window: each tap costs a pass over the input
+            raise ValueError(f"a window {(k - 1) * d + 1} pixels high/wide is more than twice the input's "
+                             f"{what} {n}; refusing it")
+    ho, pt, pb = geometry(x.shape[1], kh, sh, dh, padding)
+    wo, pl, pr = geometry(x.shape[2], kw, sw, dw, padding)
+    return _pad_hw(x, ((pt, pb), (pl, pr)), value), ho, wo
+
+
+def _tap(xp, i, j, sh, sw, dh, dw, ho, wo):
+    """The input pixels that kernel tap (i, j) meets, one per output pixel: [N, Ho, Wo, C] (a view)."""
+    return xp[:, i * dh:i * dh + (ho - 1) * sh + 1:sh, j * dw:j * dw + (wo - 1) * sw + 1:sw, :]
+
+
+def _windows(xp, kh, kw, sh, sw, dh, dw, ho, wo):
+    """Every output pixel's window as a view [N, Ho, Wo, kh, kw, C] (im2col without copying)."""
+    n, _, _, c = xp.shape
+    s0, s1, s2, s3 = xp.strides
+    return np.lib.stride_tricks.as_strided(xp, (n, ho, wo, kh, kw, c), (s0, s1 * sh, s2 * sw, s1 * dh, s2 * dw, s3),
+                                           writeable=False)
+
+
+def _finish(y, b, x_dtype, activation):
+    if b is not None:
+        y = y + b
+    return fused(np.asarray(y, dtype=x_dtype), activation)
+
+
+# -- conv_2d --------------------------------------------------------------------------------------------
+def _conv_infer(attrs, inputs):
+    x, w = inputs[0], inputs[1]
+    b = inputs[2] if len(inputs) > 2 else None
+    _rank4(x, "the input")
+    _rank4(w, "the filter [out, kh, kw, in]")
+    _float_operands(x, w, b)
+    o, kh, kw, i = w.shape
+    sh, sw, dh, dw = attrs["stride_h"], attrs["stride_w"], attrs["dilation_h_factor"], attrs["dilation_w_factor"]
+    if kh is None or kw is None:
+        raise ValueError("the filter's height and width must be known")
+    _check_window(attrs, kh, kw, sh, sw, dh, dw)
+    if not _same(x.shape[3], i):
+        raise ValueError(f"the input has {x.shape[3]} channels but the filter [out, kh, kw, in] takes {i}")
+    _bias_check(b, o)
+    p = attrs["padding"]
+    return [(x.dtype, (x.shape[0], _out_dim(x.shape[1], kh, sh, dh, p, "height"),
+                       _out_dim(x.shape[2], kw, sw, dw, p, "width"), o))]
+
+
+def _conv_kernel(x, w, b=None, padding="SAME", stride_w=1, stride_h=1, dilation_w_factor=1, dilation_h_factor=1,
+                 fused_activation_function="NONE"):
+    o, kh, kw, c = w.shape
+    sh, sw, dh, dw = stride_h, stride_w, dilation_h_factor, dilation_w_factor
+    xp, ho, wo = _prepare(x, kh, kw, sh, sw, dh, dw, padding)
+    n = x.shape[0]
+    if kh == kw == 1:
+        y = _tap(xp, 0, 0, sh, sw, dh, dw, ho, wo).reshape(-1, c) @ w.reshape(o, c).T
+    else:
+        y = np.tensordot(_windows(xp, kh, kw, sh, sw, dh, dw, ho, wo), w, axes=([3, 4, 5], [1, 2, 3]))
+    return _finish(y.reshape(n, ho, wo, o), b, x.dtype, fused_activation_function)
+
+
+def _conv_vjp(inputs, outputs, grads, padding="SAME", stride_w=1, stride_h=1, dilation_w_factor=1,
+              dilation_h_factor=1, fused_activation_function="NONE"):
+    from . import batch_matmul, reduce_sum, reshape, transpose
+    x, w = inputs[0], inputs[1]
+    g = _unfuse(grads[0], outputs[0], fused_activation_function)
+    n, h, wd, c = x.shape
+    o, kh, kw, _ = w.shape
+    _need_static(x, "conv_2d")
+    sh, sw, dh, dw = stride_h, stride_w, dilation_h_factor, dilation_w_factor
+    if kh == kw == sh == sw == 1:  # pointwise: two matrix products
+        g2 = reshape(g, [-1, o])
+        dx = reshape(batch_matmul(g2, reshape(w, [o, c])), [-1, h, wd, c])
+        dw_ = reshape(batch_matmul(g2, reshape(x, [-1, c]), adj_x=True), [o, 1, 1, c])
+    else:
+        wt = _dilate(transpose(w, [3, 1, 2, 0]), dh, dw)  # [in, kh', kw', out]
+        dx = transpose_conv(_shape_like(x), wt, g, padding=padding, strides=(sh, sw), known_shape=x.shape)
+        (ho, pt, _), (wo, pl, _) = geometry(h, kh, sh, dh, padding), geometry(wd, kw, sw, dw, padding)
+        xf = _fit_hw(x, (pt, (ho - 1) * sh + (kh - 1) * dh + 1), (pl, (wo - 1) * sw + (kw - 1) * dw + 1))
+        dwt = conv_2d(transpose(xf, [3, 1, 2, 0]), transpose(g, [3, 1, 2, 0]), padding="VALID",
+                      strides=(dh, dw), dilations=(sh, sw))  # [in, kh, kw, out]
+        dw_ = transpose(dwt, [3, 1, 2, 0])
+    return [dx, dw_, reduce_sum(g, [0, 1, 2])]
+
+
+defop("conv_2d", infer=_conv_infer, kernel=_conv_kernel, vjp=_conv_vjp, attrs=CONV_ATTRS, num_inputs=(3, 3),
+      tflite=Builtin("CONV_2D", "Conv2DOptions", CONV_FIELDS))
+
+
+# -- depthwise_conv_2d ----------------------------------------------------------------------------------
+def _depthwise_infer(attrs, inputs):
+    x, w = inputs[0], inputs[1]
+    b = inputs[2] if len(inputs) > 2 else None
+    _rank4(x, "the input")
+    _rank4(w, "the filter [1, kh, kw, channels * multiplier]")
+    _float_operands(x, w, b)
+    one, kh, kw, cm = w.shape
+    m = attrs["depth_multiplier"]
+    sh, sw, dh, dw = attrs["stride_h"], attrs["stride_w"], attrs["dilation_h_factor"], attrs["dilation_w_factor"]
+    if one not in (1, None) or kh is None or kw is None:
+        raise ValueError(f"the filter must be [1, kh, kw, channels * multiplier] with known kh, kw; got {list(w.shape)}")
+    if m < 1:
+        raise ValueError(f"depth_multiplier must be at least 1, got {m}")
+    _check_window(attrs, kh, kw, sh, sw, dh, dw)
+    if x.shape[3] is not None and cm is not None and x.shape[3] * m != cm:
+        raise ValueError(f"the filter has {cm} channels; the input's {x.shape[3]} channels times "
+                         f"depth_multiplier {m} make {x.shape[3] * m}")
+    out_c = cm if cm is not None else (None if x.shape[3] is None else x.shape[3] * m)
+    _bias_check(b, out_c)
+    p = attrs["padding"]
+    return [(x.dtype, (x.shape[0], _out_dim(x.shape[1], kh, sh, dh, p, "height"),
+                       _out_dim(x.shape[2], kw, sw, dw, p, "width"), out_c))]
+
+
+def _depthwise_kernel(x, w, b=None, padding="SAME", stride_w=1, stride_h=1, depth_multiplier=1,
+                      dilation_w_factor=1, dilation_h_factor=1, fused_activation_function="NONE"):
+    _, kh, kw, cm = w.shape
+    m = cm // x.shape[3]
+    sh, sw, dh, dw = stride_h, stride_w, dilation_h_factor, dilation_w_factor
+    xp, ho, wo = _prepare(x, kh, kw, sh, sw, dh, dw, padding)
+    if m > 1:
+        xp = np.repeat(xp, m, axis=3)  # channel c*M + m reads input channel c
+    if kh * kw <= ho * wo:  # loop over the kernel's taps
+        y = None
+        for i in range(kh):
+            for j in range(kw):
+                term = _tap(xp, i, j, sh, sw, dh, dw, ho, wo) * w[0, i, j]
+                y = term if y is None else np.add(y, term, out=y)
+    else:  # a filter larger than the output (gradient graphs): loop over the output pixels
+        y = np.empty((x.shape[0], ho, wo, cm), dtype=np.result_type(x, w))
+        for p in range(ho):
+            for q in range(wo):
+                win = xp[:, p * sh:p * sh + (kh - 1) * dh + 1:dh, q * sw:q * sw + (kw - 1) * dw + 1:dw, :]
+                y[:, p, q, :] = np.einsum("nhwc,hwc->nc", win, w[0])
+    return _finish(y, b, x.dtype, fused_activation_function)
+
+
+def _depthwise_vjp(inputs, outputs, grads, padding="SAME", stride_w=1, stride_h=1, depth_multiplier=1,
+                   dilation_w_factor=1, dilation_h_factor=1, fused_activation_function="NONE"):
+    from . import reduce_sum
+    x, w = inputs[0], inputs[1]
+    g = _unfuse(grads[0], outputs[0], fused_activation_function)
+    _need_static(x, "depthwise_conv_2d")
+    if x.shape[3] is None or w.shape[3] is None:
+        raise NotImplementedError("the gradient of depthwise_conv_2d needs the number of channels")
+    _, h, wd, c = x.shape
+    _, kh, kw, cm = w.shape
+    win = _Window(h, wd, kh, kw, stride_h, stride_w, dilation_h_factor, dilation_w_factor, padding)
+    return [_depthwise_input_grad(g, w, win, cm // c), _depthwise_filter_grad(x, g, win, cm // c),
+            reduce_sum(g, [0, 1, 2])]
+
+
+defop("depthwise_conv_2d", infer=_depthwise_infer, kernel=_depthwise_kernel, vjp=_depthwise_vjp,
+      attrs={**CONV_ATTRS, "depth_multiplier": 1}, num_inputs=(3, 3),
+      tflite=Builtin("DEPTHWISE_CONV_2D", "DepthwiseConv2DOptions", {**CONV_FIELDS, "depth_multiplier": "int"},
+                     version=2))
+
+
+# -- transpose_conv -------------------------------------------------------------------------------------
+def _tconv_infer(attrs, inputs):
+    shape, w, x = inputs[0], inputs[1], inputs[2]
+    b = inputs[3] if len(inputs) > 3 else None
+    if shape.dtype != "int32" or len(shape.shape) != 1 or shape.shape[0] not in (4, None):
+        raise ValueError(f"output_shape must be int32[4], got {shape.dtype}{list(shape.shape)}")
+    _rank4(w, "the filter [out, kh, kw, in]")
+    _rank4(x, "the input")
+    _float_operands(x, w, b)
+    o, kh, kw, i = w.shape
+    if kh is None or kw is None:
+        raise ValueError("the filter's height and width must be known")
+    _check_window(attrs, kh, kw, attrs["stride_h"], attrs["stride_w"])
+    if not _same(x.shape[3], i):
+        raise ValueError(f"the input has {x.shape[3]} channels but the filter [out, kh, kw, in] takes {i}")
+    _bias_check(b, o)
+    if shape.data is None:
+        return [(x.dtype, (None, None, None, o))]
+    dims = [int(d) for d in np.asarray(shape.data).reshape(-1)]
+    if len(dims) != 4 or min(dims) < 1:
+        raise ValueError(f"output_shape must hold 4 positive dims, got {dims}")
+    if not _same(dims[3], o) or not _same(dims[0], x.shape[0]):
+        raise ValueError(f"output_shape {dims} does not fit the filter's {o} outputs / the input's batch")
+    return [(x.dtype, tuple(dims))]
+
+
+def _tconv_kernel(output_shape, w, x, b=None, padding="SAME", stride_w=1, stride_h=1,
+                  fused_activation_function="NONE"):
+    n, h, wd, o = [int(d) for d in np.asarray(output_shape).reshape(-1)]
+    _, kh, kw, i = w.shape
+    _, hi, wi, _ = x.shape
+    if o != w.shape[0] or n != x.shape[0]:
+        raise ValueError(f"output_shape {[n, h, wd, o]} does not fit filter {list(w.shape)} and input {list(x.shape)}")
+    _, pt, _ = geometry(h, kh, stride_h, 1, padding)
+    _, pl, _ = geometry(wd, kw, stride_w, 1, padding)
+    # every input pixel times the whole filter, then each tap added at its strided place
+    cols = (x.reshape(-1, i) @ w.transpose(3, 1, 2, 0).reshape(i, kh * kw * o)).reshape(n, hi, wi, kh, kw, o)
+    hp, wp = max((hi - 1) * stride_h + kh, pt + h), max((wi - 1) * stride_w + kw, pl + wd)
+    y = np.zeros((n, hp, wp, o), dtype=np.result_type(x, w))
+    for a in range(kh):
+        for c in range(kw):
+            y[:, a:a + (hi - 1) * stride_h + 1:stride_h, c:c + (wi - 1) * stride_w + 1:stride_w, :] += cols[:, :, :, a, c]
+    return _finish(y[:, pt:pt + h, pl:pl + wd, :], b, x.dtype, fused_activation_function)
+
+
+def _tconv_vjp(inputs, outputs, grads, padding="SAME", stride_w=1, stride_h=1, fused_activation_function="NONE"):
+    from . import reduce_sum, transpose
+    w, x = inputs[1], inputs[2]
+    g = _unfuse(grads[0], outputs[0], fused_activation_function)
+    _, h, wd, _ = g.shape
+    _, kh, kw, _ = w.shape
+    _, hi, wi, _ = x.shape
+    if None in (h, wd, hi, wi):
+        raise NotImplementedError("the gradient of transpose_conv needs the input's and output's height and width")
+    pt, pl = geometry(h, kh, stride_h, 1, padding)[1], geometry(wd, kw, stride_w, 1, padding)[1]
+    gf = _fit_hw(g, (pt, (hi - 1) * stride_h + kh), (pl, (wi - 1) * stride_w + kw))  # every tap in range
+    dx = conv_2d(gf, transpose(w, [3, 1, 2, 0]), padding="VALID", strides=(stride_h, stride_w))
+    dw = conv_2d(transpose(gf, [3, 1, 2, 0]), transpose(x, [3, 1, 2, 0]), padding="VALID",
+                 dilations=(stride_h, stride_w))  # [out, kh, kw, in]: the filter's own layout
+    out = [None, dw, dx]
+    if len(inputs) > 3:
+        out.append(None if inputs[3] is None else reduce_sum(g, [0, 1, 2]))
+    return out
+
+
+defop("transpose_conv", infer=_tconv_infer, kernel=_tconv_kernel, vjp=_tconv_vjp, num_inputs=(3, 4),
+      attrs={"padding": "SAME", "stride_w": 1, "stride_h": 1, "fused_activation_function": "NONE"},
+      tflite=Builtin("TRANSPOSE_CONV", "TransposeConvOptions",
+                     {"padding": "padding", "stride_w": "int", "stride_h": "int",
+                      "fused_activation_function": "activation"}, version=3))
+
+
+# -- pooling --------------------------------------------------------------------------------------------
+def _pool_infer(attrs, inputs):
+    x, = inputs
+    _rank4(x, "the input")
+    if x.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"takes float input, got {x.dtype}")
+    kh, kw, sh, sw = attrs["filter_height"], attrs["filter_width"], attrs["stride_h"], attrs["stride_w"]
+    _check_window(attrs, kh, kw, sh, sw)
+    p = attrs["padding"]
+    return [(x.dtype, (x.shape[0], _out_dim(x.shape[1], kh, sh, 1, p, "height"),
+                       _out_dim(x.shape[2], kw, sw, 1, p, "width"), x.shape[3]))]
+
+
+def _max_pool_kernel(x, padding="SAME", stride_w=1, stride_h=1, filter_width=1, filter_height=1,
+                     fused_activation_function="NONE"):
+    xp, ho, wo = _prepare(x, filter_height, filter_width, stride_h, stride_w, 1, 1, padding, value=-np.inf)
+    y = None
+    for i in range(filter_height):
+        for j in range(filter_width):
+            t = _tap(xp, i, j, stride_h, stride_w, 1, 1, ho, wo)
+            y = t.copy() if y is None else np.maximum(y, t, out=y)
+    return fused(y, fused_activation_function)
+
+
+def _window_counts(h, wd, kh, kw, sh, sw, padding):
+    """How many input pixels (not padding) each output pixel's window holds: [Ho, Wo]."""
+    ones = np.ones((1, h, wd, 1))
+    xp, ho, wo = _prepare(ones, kh, kw, sh, sw, 1, 1, padding)
+    return sum(_tap(xp, i, j, sh, sw, 1, 1, ho, wo) for i in range(kh) for j in range(kw))[0, :, :, 0]
+
+
+def _avg_pool_kernel(x, padding="SAME", stride_w=1, stride_h=1, filter_width=1, filter_height=1,
+                     fused_activation_function="NONE"):
+    xp, ho, wo = _prepare(x, filter_height, filter_width, stride_h, stride_w, 1, 1, padding)
+    total = None
+    for i in range(filter_height):
+        for j in range(filter_width):
+            t = _tap(xp, i, j, stride_h, stride_w, 1, 1, ho, wo)
+            total = t.copy() if total is None else np.add(total, t, out=total)
+    counts = _window_counts(x.shape[1], x.shape[2], filter_height, filter_width, stride_h, stride_w, padding)
+    return fused((total / counts[None, :, :, None].astype(x.dtype)).astype(x.dtype), fused_activation_function)
+
+
+def _pool_window(x, attrs, op):
+    _need_static(x, op)
+    if x.shape[3] is None:
+        raise NotImplementedError(f"the gradient of {op} needs the number of channels")
+    return _Window(x.shape[1], x.shape[2], attrs["filter_height"], attrs["filter_width"], attrs["stride_h"],
+                   attrs["stride_w"], 1, 1, attrs["padding"])
+
+
+def _max_pool_vjp(inputs, outputs, grads, **attrs):
+    from . import add, argmax, mul, one_hot, pad, reshape
+    x, = inputs
+    g = _unfuse(grads[0], outputs[0], attrs["fused_activation_function"])
+    win = _pool_window(x, attrs, "max_pool_2d")
+    fb = builder_of(x)
+    c, taps = x.shape[3], win.kh * win.kw
+    if win.kh == win.sh and win.kw == win.sw and not win.padded:  # the windows tile the image
+        tiles = _tiles(_fit_hw(x, (0, win.ho * win.kh), (0, win.wo * win.kw)), win)  # [N, Ho*Wo, T, C]
+        first = one_hot(argmax(tiles, 2), taps, dtype=x.dtype, axis=2)
+        routed = mul(first, reshape(g, [-1, win.ho * win.wo, 1, c]))
+        return [_fit_hw(_untile(routed, win), (0, win.h), (0, win.w))]
+    picker = fb.const(_one_hot_taps(win.kh, win.kw, c, x.dtype), x.dtype)  # [1, kh, kw, C * T]: channel c*T + t
+    xp = pad(x, [[0, 0], [win.pt, win.pb], [win.pl, win.pr], [0, 0]]) if win.padded else x
+    seen = depthwise_conv_2d(xp, picker, padding="VALID", strides=(win.sh, win.sw), depth_multiplier=taps)
+    seen = reshape(seen, [-1, win.ho * win.wo, c, taps])
+    if win.padded:  # a tap on padding never wins
+        seen = add(seen, fb.const(_padding_penalty(win, x.dtype), x.dtype))
+    first = one_hot(argmax(seen, 3), taps, dtype=x.dtype)  # the first maximum of each window
+    routed = reshape(mul(first, reshape(g, [-1, win.ho * win.wo, c, 1])), [-1, win.ho, win.wo, c * taps])
+    return [_depthwise_input_grad(routed, picker, win, taps)]
+
+
+def _avg_pool_vjp(inputs, outputs, grads, **attrs):
+    from . import div
+    x, = inputs
+    g = _unfuse(grads[0], outputs[0], attrs["fused_activation_function"])
+    win = _pool_window(x, attrs, "average_pool_2d")
+    fb = builder_of(x)
+    counts = _window_counts(win.h, win.w, win.kh, win.kw, win.sh, win.sw, win.padding)
+    share = div(g, fb.const(counts[None, :, :, None].astype(x.dtype), x.dtype))
+    ones = fb.const(np.ones((1, win.kh, win.kw, x.shape[3])), x.dtype)
+    return [_depthwise_input_grad(share, ones, win, 1)]
+
+
+defop("max_pool_2d", infer=_pool_infer, kernel=_max_pool_kernel, vjp=_max_pool_vjp, attrs=POOL_ATTRS,
+      num_inputs=(1, 1), tflite=Builtin("MAX_POOL_2D", "Pool2DOptions", POOL_FIELDS))
+defop("average_pool_2d", infer=_pool_infer, kernel=_avg_pool_kernel, vjp=_avg_pool_vjp, attrs=POOL_ATTRS,
+      num_inputs=(1, 1), tflite=Builtin("AVERAGE_POOL_2D", "Pool2DOptions", POOL_FIELDS))
+
+
+# -- activations of mobile CNNs -------------------------------------------------------------------------
+def _float_same(attrs, inputs):
+    x, = inputs
+    if x.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"takes float input, got {x.dtype}")
+    return [(x.dtype, x.shape)]
+
+
+def _hard_swish_kernel(x):
+    return (x * np.clip(x + 3, 0, 6) / 6).astype(x.dtype, copy=False)
+
+
+def _hard_swish_vjp(inputs, outputs, grads):
+    from . import add, greater, less, mul, where, zeros_like
+    x, = inputs
+    g, = grads
+    slope = where(less(x, -3.0), zeros_like(x), where(greater(x, 3.0), 1.0, add(mul(x, 1.0 / 3.0), 0.5)))
+    return [mul(g, slope)]
+
+
+def _leaky_relu_vjp(inputs, outputs, grads, alpha=0.2):
+    from . import greater, mul, where
+    x, = inputs
+    g, = grads
+    return [where(greater(x, 0.0), g, mul(g, float(alpha)))]
+
+
+defop("hard_swish", infer=_float_same, kernel=_hard_swish_kernel, vjp=_hard_swish_vjp, num_inputs=(1, 1),
+      tflite=Builtin("HARD_SWISH", "HardSwishOptions"))
+defop("leaky_relu", infer=_float_same, vjp=_leaky_relu_vjp, num_inputs=(1, 1), attrs={"alpha": 0.2},
+      kernel=lambda x, alpha=0.2: np.where(x > 0, x, x * np.asarray(alpha, x.dtype)).astype(x.dtype, copy=False),
+      tflite=Builtin("LEAKY_RELU", "LeakyReluOptions", {"alpha": "float"}))
+
+
+# -- gradient plumbing ----------------------------------------------------------------------------------
+class _Window:
+    """One sliding window's geometry over a known input height and width."""
+
+    def __init__(self, h, w, kh, kw, sh, sw, dh, dw, padding):
+        self.h, self.w, self.kh, self.kw, self.sh, self.sw, self.dh, self.dw = h, w, kh, kw, sh, sw, dh, dw
+        self.padding = padding
+        self.ho, self.pt, self.pb = geometry(h, kh, sh, dh, padding)
+        self.wo, self.pl, self.pr = geometry(w, kw, sw, dw, padding)
+        self.padded = bool(self.pt or self.pb or self.pl or self.pr)
+
+
+def _need_static(x, op):
+    if x.shape[1] is None or x.shape[2] is None:
+        raise NotImplementedError(f"the gradient of {op} needs the input's height and width")
+
+
+def _unfuse(g, y, activation):
+    """The gradient before a fused clamp (RELU, RELU6, RELU_N1_TO_1), from the op's output y."""
+    from . import greater, less, logical_and, where, zeros_like
+    if activation == "NONE":
+        return g
+    lo, hi = {"RELU": (0.0, None), "RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0)}[activation]
+    inside = greater(y, lo) if hi is None else logical_and(greater(y, lo), less(y, hi))
+    return where(inside, g, zeros_like(g))
+
+
+def _zero_bias(filters, axis):
+    """Zeros, one per output channel of a filter (dim `axis`: 0 for conv_2d, 3 for depthwise): a
+    constant, or FILL of the run-time size when that dim is unknown."""
+    from . import fill, shape_of, slice_
+    fb = builder_of(filters)
+    n = filters.shape[axis]
+    if n is not None:
+        return fb.const(np.zeros(n), filters.dtype)
+    zeros = fill(slice_(shape_of(filters), [axis], [1]), 0.0, filters.dtype)
+    zeros.info.shape = (None,)
+    return zeros
+
+
+def _shape_like(x):
+    """x's shape as an int32 tensor: a constant when known, else SHAPE(x)."""
+    from . import shape_of
+    if None not in x.shape:
+        return builder_of(x).const(np.asarray(x.shape, np.int32))
+    return shape_of(x)
+
+
+def _fit_hw(t, rows, cols):
+    """Shift and size axes 1 and 2 of a rank-4 tensor: (before, total) pads `before` zeros in front
+    (or drops -before leading entries), then pads with zeros or cuts at the end to `total`."""
+    from . import pad, slice_
+    pads, begin, size, cut = [[0, 0]], [0], [-1], False
+    for axis, (before, total) in ((1, rows), (2, cols)):
+        n = t.shape[axis]
+        after = total - (n + before)
+        pads.append([max(before, 0), max(after, 0)])
+        begin.append(max(-before, 0))
+        size.append(total)
+        cut |= before < 0 or after < 0
+    pads.append([0, 0])
+    if any(a or b for a, b in pads):
+        t = pad(t, pads)
+    if cut:
+        t = slice_(t, begin + [0], size + [-1])
+    return t
+
+
+def _spread(t, axis, factor):
+    """Insert factor - 1 zeros after every entry of axis 1 or 2 of a rank-4 tensor (dim 0 may be
+    unknown): size n -> n * factor, the original entries at multiples of `factor`."""
+    from . import pad, reshape
+    if factor == 1:
+        return t
+    _, a, b, c = t.shape
+    if axis == 1:
+        t = pad(reshape(t, [-1, a, 1, b * c]), [[0, 0], [0, 0], [0, factor - 1], [0, 0]])
+        return reshape(t, [-1, a * factor, b, c])
+    t = pad(reshape(t, [-1, b, 1, c]), [[0, 0], [0, 0], [0, factor - 1], [0, 0]])
+    return reshape(t, [-1, a, b * factor, c])
+
+
+def _dilate(w, dh, dw):
+    """A [A, kh, kw, B] filter with dilations written out as zeros: [A, (kh-1)dh+1, (kw-1)dw+1, B]."""
+    _, kh, kw, _ = w.shape
+    if dh == dw == 1:
+        return w
+    w = _spread(_spread(w, 1, dh), 2, dw)
+    return _fit_hw(w, (0, (kh - 1) * dh + 1), (0, (kw - 1) * dw + 1))
+
+
+def _flip_hw(w):
+    """A [1, kh, kw, C] filter turned by 180 degrees (GATHER with reversed indices)."""
+    from . import gather
+    fb = builder_of(w)
+    for axis in (1, 2):
+        if w.shape[axis] > 1:
+            w = gather(w, fb.const(np.arange(w.shape[axis] - 1, -1, -1, dtype=np.int32)), axis=axis)
+    return w
+
+
+def _depthwise_input_grad(g, w, win: _Window, m):
+    """d input of a depthwise convolution: the output gradient with zeros between strided pixels,
+    padded so that every tap lands, correlated with the flipped filter; then summed over the M
+    filter channels of each input channel."""
+    from . import reduce_sum, reshape
+    gz = _spread(_spread(g, 1, win.sh), 2, win.sw)
+    eh, ew = (win.kh - 1) * win.dh, (win.kw - 1) * win.dw
+    gz = _fit_hw(gz, (eh - win.pt, win.h + eh), (ew - win.pl, win.w + ew))
+    z = depthwise_conv_2d(gz, _flip_hw(w), padding="VALID", dilations=(win.dh, win.dw))
+    if m == 1:
+        return z
+    c = w.shape[3] // m
+    return reduce_sum(reshape(z, [-1, win.h, win.w, c, m]), [4])
+
+
+def _depthwise_filter_grad(x, g, win: _Window, m):
+    """d filter of a depthwise convolution: batch and channels folded into the channels of one
+    image, [1, H, W, N*C], correlated with the output gradient [1, Ho, Wo, N*C*M] as the filter
+    (stride and dilation swap places), then summed over the batch."""
+    from . import reduce_sum, reshape, transpose
+    c = x.shape[3]
+    hn, wn = (win.ho - 1) * win.sh + (win.kh - 1) * win.dh + 1, (win.wo - 1) * win.sw + (win.kw - 1) * win.dw + 1
+    xf = _fit_hw(x, (win.pt, hn), (win.pl, wn))
+    xt = reshape(transpose(xf, [1, 2, 0, 3]), [1, hn, wn, -1])
+    gt = reshape(transpose(g, [1, 2, 0, 3]), [1, win.ho, win.wo, -1])
+    d = depthwise_conv_2d(xt, gt, padding="VALID", strides=(win.dh, win.dw), dilations=(win.sh, win.sw),
+                          depth_multiplier=m)
+    d = reduce_sum(reshape(d, [win.kh, win.kw, -1, c * m]), [2])
+    return reshape(d, [1, win.kh, win.kw, c * m])
+
+
+def _tiles(x, win: _Window):
+    """[N, Ho*kh, Wo*kw, C] -> [N, Ho*Wo, kh*kw, C]: each window's pixels in row-major order."""
+    from . import reshape, transpose
+    c = x.shape[3]
+    t = reshape(x, [-1, win.ho, win.kh, win.wo, win.kw, c])
+    return reshape(transpose(t, [0, 1, 3, 2, 4, 5]), [-1, win.ho * win.wo, win.kh * win.kw, c])
+
+
+def _untile(t, win: _Window):
+    """The inverse of _tiles."""
+    from . import reshape, transpose
+    c = t.shape[3]
+    t = reshape(t, [-1, win.ho, win.wo, win.kh, win.kw, c])
+    return reshape(transpose(t, [0, 1, 3, 2, 4, 5]), [-1, win.ho * win.kh, win.wo * win.kw, c])
+
+
+def _one_hot_taps(kh, kw, c, dtype):
+    """A depthwise filter whose output channel c*T + t copies tap t of input channel c."""
+    taps = kh * kw
+    e = np.zeros((1, kh, kw, c, taps), dtype)
+    for t in range(taps):
+        e[0, t // kw, t % kw, :, t] = 1
+    return e.reshape(1, kh, kw, c * taps)
+
+
+def _padding_penalty(win: _Window, dtype):
+    """-inf for the taps of each window that fall on padding, 0 elsewhere: [1, Ho*Wo, 1, T]."""
+    rows = np.arange(win.ho)[:, None] * win.sh - win.pt + np.arange(win.kh)[None, :]  # [Ho, kh]
+    cols = np.arange(win.wo)[:, None] * win.sw - win.pl + np.arange(win.kw)[None, :]  # [Wo, kw]
+    inside = ((rows >= 0) & (rows < win.h))[:, None, :, None] & ((cols >= 0) & (cols < win.w))[None, :, None, :]
+    penalty = np.where(inside, 0.0, -np.inf).astype(dtype)  # [Ho, Wo, kh, kw]
+    return penalty.reshape(1, win.ho * win.wo, 1, win.kh * win.kw)
+
+
+# -- the frontend functions -----------------------------------------------------------------------------
+def _pair(v, what):
+    pair = (int(v), int(v)) if np.ndim(v) == 0 else tuple(int(a) for a in v)
+    if len(pair) != 2:
+        raise ValueError(f"{what} must be an int or a pair of ints, got {v!r}")
+    return pair
+
+
+def _emit(op, inputs, attrs):
+    fb = builder_of(*inputs)
+    return fb.emit(op, [None if t is None else fb.to_tensor(t) for t in inputs], attrs)
+
+
+def conv_2d(x, filters, bias=None, strides=1, padding="SAME", dilations=1, activation="NONE"):
+    """2-D convolution of NHWC `x` with OHWI `filters` [out, kh, kw, in]; without a bias, a zero
+    bias (TFLite's CONV_2D requires one)."""
+    (sh, sw), (dh, dw) = _pair(strides, "strides"), _pair(dilations, "dilations")
+    fb = builder_of(x, filters)
+    filters = fb.to_tensor(filters)
+    bias = _zero_bias(filters, 0) if bias is None else bias
+    return _emit("conv_2d", [x, filters, bias],
+                 {"padding": padding.upper(), "stride_h": sh, "stride_w": sw, "dilation_h_factor": dh,
+                  "dilation_w_factor": dw, "fused_activation_function": activation})
+
+
+def depthwise_conv_2d(x, filters, bias=None, strides=1, padding="SAME", dilations=1, depth_multiplier=1,
+                      activation="NONE"):
+    """Per-channel 2-D convolution; `filters` is [1, kh, kw, in * depth_multiplier]; without a
+    bias, a zero bias (TFLite's DEPTHWISE_CONV_2D requires one)."""
+    (sh, sw), (dh, dw) = _pair(strides, "strides"), _pair(dilations, "dilations")
+    fb = builder_of(x, filters)
+    filters = fb.to_tensor(filters)
+    bias = _zero_bias(filters, 3) if bias is None else bias
+    return _emit("depthwise_conv_2d", [x, filters, bias],
+                 {"padding": padding.upper(), "stride_h": sh, "stride_w": sw, "dilation_h_factor": dh,
+                  "dilation_w_factor": dw, "depth_multiplier": int(depth_multiplier),
+                  "fused_activation_function": activation})
+
+
+def transpose_conv(output_shape, filters, x, bias=None, strides=1, padding="SAME", activation="NONE",
+                   known_shape=None):
+    """The transpose of conv_2d (its input gradient): `filters` [out, kh, kw, in], `output_shape` an
+    int32[4] tensor or list. `known_shape` states the output's static shape when output_shape is
+    computed at run time."""
+    fb = builder_of(x)
+    sh, sw = _pair(strides, "strides")
+    shape = output_shape if hasattr(output_shape, "fb") else fb.const(np.asarray(output_shape, np.int32))
+    y = _emit("transpose_conv", [shape, filters, x] + ([bias] if bias is not None else []),
+              {"padding": padding.upper(), "stride_h": sh, "stride_w": sw, "fused_activation_function": activation})
+    if known_shape is not None:
+        y.info.shape = tuple(k if k is not None else d for k, d in zip(known_shape, y.shape))
+    return y
+
+
+def _pool(op, x, pool_size, strides, padding, activation):
+    (kh, kw) = _pair(pool_size, "pool_size")
+    (sh, sw) = _pair(pool_size if strides is None else strides, "strides")
+    return builder_of(x).emit(op, [x], {"padding": padding.upper(), "stride_h": sh, "stride_w": sw,
+                                        "filter_height": kh, "filter_width": kw,
+                                        "fused_activation_function": activation})
+
+
+def max_pool_2d(x, pool_size=2, strides=None, padding="VALID", activation="NONE"):
+    return _pool("max_pool_2d", x, pool_size, strides, padding, activation)
+
+
+def average_pool_2d(x, pool_size=2, strides=None, padding="VALID", activation="NONE"):
+    return _pool("average_pool_2d", x, pool_size, strides, padding, activation)
+
+
+def hard_swish(x):
+    return builder_of(x).emit("hard_swish", [x])
+
+
+def leaky_relu(x, alpha=0.2):
+    return builder_of(x).emit("leaky_relu", [x], {"alpha": float(alpha)})

@@ -1,0 +1,161 @@
+"""Training files made by TensorFlow's own converter (the on-device training guide's flow, with Flex
+ops) run in litetrain's interpreter exactly as TensorFlow Lite ran them, and checkpoints cross
+between the two runtimes both ways.
+
+The fixtures in fixtures/tf/ were made by fixtures/make_tf_fixtures.py with tensorflow-cpu 2.18.1
+and tf-keras 2.18 (a separate environment; CI never needs TensorFlow): the .tflite files, the data,
+TensorFlow Lite's per-step losses and infer outputs, the checkpoint TensorFlow Lite's `save` wrote,
+and the infer outputs TensorFlow Lite gave after restoring a checkpoint written by litetrain.
+"""
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+import pytest
+
+import litetrain as lt
+from litetrain import tf_checkpoint
+
+FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "tf"
+MODELS = ["mlp_sgd", "mlp_adam", "cnn_sgd", "cnn_adam"]
+LOSS_TOL = 1e-5  # float32: TFLite's and litetrain's kernels sum in different orders
+OUT_TOL = 1e-5
+
+
+def load(name):
+    return np.load(FIXTURES / f"{name}.npz"), lt.Interpreter(model_path=str(FIXTURES / f"{name}.tflite"))
+
+
+def path_arg(path) -> np.ndarray:
+    return np.array(str(path).encode(), dtype=object)
+
+
+def bundle(name) -> bool:
+    return name.startswith("cnn")
+
+
+def tf_ckpt(name):
+    return FIXTURES / f"{name}.ckpt"
+
+
+def read_ckpt(name, path):
+    return tf_checkpoint.read_bundle(path) if bundle(name) else tf_checkpoint.read_slices(path)
+
+
+def report(what, diff):
+    print(f"{what}: max abs diff {diff:.3g}")
+    return diff
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_the_file_uses_flex_ops_that_litetrain_runs_natively(name):
+    _, interp = load(name)
+    ops = {n.op for f in interp._program.functions for n in f.nodes}
+    flex = {op for op in ops if op.startswith("tf.")}
+    assert {"tf.ReluGrad"} <= flex
+    assert ({"tf.SaveV2", "tf.RestoreV2", "tf.Conv2DBackpropFilter", "tf.MaxPoolGrad"} if bundle(name)
+            else {"tf.Save", "tf.Restore"}) <= flex
+    assert interp.get_signature_list().keys() == {"train", "infer", "save", "restore"}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_training_matches_tensorflow_lite_step_by_step(name):
+    d, interp = load(name)
+    infer, train = interp.get_signature_runner("infer"), interp.get_signature_runner("train")
+    before = infer(x=d["x_infer"])
+    assert report(f"{name} infer before training vs TFLite",
+                  np.abs(before["logits"] - d["logits_before"]).max()) <= OUT_TOL
+    np.testing.assert_allclose(before["output"], d["output_before"], atol=OUT_TOL)
+    losses = np.float32([train(x=x, y=y)["loss"] for x, y in zip(d["x"], d["y"])])
+    assert report(f"{name} per-step losses vs TFLite ({len(losses)} steps)",
+                  np.abs(losses - d["losses"]).max()) <= LOSS_TOL, (losses, d["losses"])
+    after = infer(x=d["x_infer"])
+    assert report(f"{name} infer after training vs TFLite", np.abs(after["logits"] - d["logits_after"]).max()) <= OUT_TOL
+    np.testing.assert_allclose(after["output"], d["output_after"], atol=OUT_TOL)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_a_checkpoint_written_by_tensorflow_lite_restores_in_litetrain(name):
+    d, interp = load(name)
+    interp.get_signature_runner("restore")(checkpoint_path=path_arg(tf_ckpt(name)))
+    logits = interp.get_signature_runner("infer")(x=d["x_infer"])["logits"]
+    assert report(f"{name} infer after restoring TFLite's checkpoint",
+                  np.abs(logits - d["logits_after"]).max()) <= OUT_TOL
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_a_checkpoint_written_by_litetrain_restores_in_tensorflow_lite(name, tmp_path):
+    """TensorFlow Lite restored fixtures/tf/litetrain_written/<name>.ckpt (written by this repo's
+    writer) and recorded its infer; litetrain's writer still writes those bytes exactly, and
+    litetrain restoring them gives the same infer."""
+    d, interp = load(name)
+    ours = FIXTURES / "litetrain_written" / f"{name}.ckpt"
+    values = {k: 0.5 * v for k, v in read_ckpt(name, tf_ckpt(name)).items()}
+    order = [str(n) for n in d["weights_names"]]
+    fresh = tmp_path / "again.ckpt"
+    if bundle(name):
+        tf_checkpoint.write_bundle(fresh, {k: values[k] for k in order})
+        for suffix in (".index", tf_checkpoint.DATA_SUFFIX):
+            assert (tmp_path / f"again.ckpt{suffix}").read_bytes() == pathlib.Path(f"{ours}{suffix}").read_bytes()
+    else:
+        tf_checkpoint.write_slices(fresh, values)
+        assert fresh.read_bytes() == ours.read_bytes()
+    interp.get_signature_runner("restore")(checkpoint_path=path_arg(ours))
+    logits = interp.get_signature_runner("infer")(x=d["x_infer"])["logits"]
+    assert report(f"{name} infer after restoring litetrain's checkpoint, litetrain vs TFLite",
+                  np.abs(logits - d["logits_after_litetrain_ckpt"]).max()) <= OUT_TOL
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_litetrain_writes_tensorflow_checkpoints_byte_for_byte(name, tmp_path):
+    """Our writer, given the tensors of TensorFlow's checkpoint, reproduces TensorFlow's files."""
+    d, _ = load(name)
+    values = read_ckpt(name, tf_ckpt(name))
+    order = [str(n) for n in d["weights_names"]]
+    assert sorted(values) == sorted(order)
+    if bundle(name):
+        tf_checkpoint.write_bundle(tmp_path / "c", {k: values[k] for k in order})
+        for suffix in (".index", tf_checkpoint.DATA_SUFFIX):
+            assert (tmp_path / f"c{suffix}").read_bytes() == pathlib.Path(f"{tf_ckpt(name)}{suffix}").read_bytes()
+    else:
+        tf_checkpoint.write_slices(tmp_path / "c", values)
+        assert (tmp_path / "c").read_bytes() == tf_ckpt(name).read_bytes()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_save_after_training_in_litetrain_holds_what_tensorflow_lite_saved(name, tmp_path):
+    d, interp = load(name)
+    train = interp.get_signature_runner("train")
+    for x, y in zip(d["x"], d["y"]):
+        train(x=x, y=y)
+    interp.get_signature_runner("save")(checkpoint_path=path_arg(tmp_path / "ours.ckpt"))
+    ours, theirs = read_ckpt(name, tmp_path / "ours.ckpt"), read_ckpt(name, tf_ckpt(name))
+    assert ours.keys() == theirs.keys()
+    for k in ours:
+        np.testing.assert_allclose(ours[k], theirs[k], atol=1e-5, err_msg=k)
+    other = lt.Interpreter(model_path=str(FIXTURES / f"{name}.tflite"))
+    other.get_signature_runner("restore")(checkpoint_path=path_arg(tmp_path / "ours.ckpt"))
+    np.testing.assert_allclose(other.get_signature_runner("infer")(x=d["x_infer"])["logits"], d["logits_after"],
+                               atol=OUT_TOL)
+
+
+def test_restoring_a_missing_or_corrupt_checkpoint_fails_cleanly_and_changes_nothing(tmp_path):
+    d, interp = load("cnn_sgd")
+    restore, infer = interp.get_signature_runner("restore"), interp.get_signature_runner("infer")
+    before = infer(x=d["x_infer"])["logits"]
+    with pytest.raises(lt.ExecutionError, match="RestoreV2.*cannot read checkpoint"):
+        restore(checkpoint_path=path_arg(tmp_path / "nowhere"))
+    for suffix in (".index", tf_checkpoint.DATA_SUFFIX):
+        data = bytearray(pathlib.Path(f"{tf_ckpt('cnn_sgd')}{suffix}").read_bytes())
+        data[len(data) // 3] ^= 0x40
+        (tmp_path / f"bad{suffix}").write_bytes(data)
+        other = "" if suffix == ".index" else ".index"
+        if other:
+            (tmp_path / f"bad{other}").write_bytes(pathlib.Path(f"{tf_ckpt('cnn_sgd')}{other}").read_bytes())
+        else:
+            (tmp_path / f"bad{tf_checkpoint.DATA_SUFFIX}").write_bytes(
+                pathlib.Path(f"{tf_ckpt('cnn_sgd')}{tf_checkpoint.DATA_SUFFIX}").read_bytes())
+        with pytest.raises(lt.ExecutionError, match="corrupt|bad"):
+            restore(checkpoint_path=path_arg(tmp_path / "bad"))
+        np.testing.assert_array_equal(infer(x=d["x_infer"])["logits"], before)
