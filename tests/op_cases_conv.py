@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from op_cases import ACT, Bad, Case, In, NumPy, Torch, away_from, const, distinct, i32, normal, x
+from op_cases import ACT, Bad, Case, In, Torch, away_from, const, distinct, i32, normal, x
 
 
 def ZERO(n):

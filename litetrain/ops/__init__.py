@@ -13,9 +13,9 @@ from .reduce import (argmax, log_softmax, reduce_max, reduce_mean, reduce_min, r
                      softmax)
 from .shape import (broadcast_to, concat, expand_dims, fill, gather, one_hot, pad, reshape, shape_of,
                     slice_, squeeze, transpose)
-from . import conv, random  # noqa: F401,E402  (convolution/pooling and random families)
-from .conv import (average_pool_2d, conv_2d, depthwise_conv_2d, hard_swish, leaky_relu, max_pool_2d,
-                   transpose_conv)
+from . import conv, pool, random  # noqa: F401,E402  (convolution, pooling and random families)
+from .conv import conv_2d, depthwise_conv_2d, transpose_conv
+from .pool import average_pool_2d, hard_swish, leaky_relu, max_pool_2d
 from .random import random_uniform, random_uniform_like
 from . import control, sequence  # noqa: F401,E402  (while/if, tensor-list and embedding ops)
 from .sequence import arange, dynamic_update_slice, gather_nd, scatter_nd

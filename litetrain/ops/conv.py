@@ -1,11 +1,11 @@
-"""Convolution and pooling (NHWC, TensorFlow Lite semantics), with gradients in builtin ops.
+"""Convolutions (NHWC, TensorFlow Lite semantics), with gradients in builtin ops.
 
-conv_2d, depthwise_conv_2d, transpose_conv, max_pool_2d and average_pool_2d follow TFLite: filters
+conv_2d, depthwise_conv_2d and transpose_conv follow TFLite: filters
 OHWI (conv_2d, transpose_conv) and [1, kh, kw, C*M] (depthwise), SAME padding with the odd pixel at
-the end (bottom/right), strides, dilations, and a fused activation (as files from other converters
-carry; its gradient is taken from the op's output). The gradient rules emit builtins only, so a
+the end (bottom/right), strides, dilations, and a fused clamp (RELU, RELU6, RELU_N1_TO_1, as files
+from other converters carry; its gradient is taken from the op's output). The gradient rules emit builtins only, so a
 training file runs on stock LiteRT, where TensorFlow's own converter needs Flex kernels
-(Conv2DBackpropInput/Filter, MaxPoolGrad, ...):
+(Conv2DBackpropInput/Filter, DepthwiseConv2dNative backprops, ...):
 
 - conv_2d:     input gradient = TRANSPOSE_CONV with the filter transposed (and dilated by inserting
                zeros); filter gradient = CONV_2D of the transposed input [C, H, W, N] with the
@@ -14,15 +14,10 @@ training file runs on stock LiteRT, where TensorFlow's own converter needs Flex 
 - depthwise:   input gradient = DEPTHWISE_CONV_2D of the output gradient (zeros interleaved for
                strides, padded) with the spatially flipped filter; filter gradient = DEPTHWISE_CONV_2D
                of [1, H, W, N*C] with [1, Ho, Wo, N*C*M] as filter, summed over N.
-- max pool:    ARG_MAX picks each window's first maximum (as TFLite's and PyTorch's kernels do),
-               ONE_HOT * gradient routes the gradient to it. When the windows tile the image, their
-               pixels are gathered by RESHAPE/TRANSPOSE; for overlapping or padded windows, by a
-               one-hot DEPTHWISE_CONV_2D (multiplier kh*kw), and scattered back by that filter's
-               depthwise input gradient.
-- avg pool:    the depthwise input gradient of an all-ones filter, applied to gradient / window count.
 - transpose_conv: input gradient = CONV_2D; filter gradient = CONV_2D over transposed operands.
 
-Kernels use stride tricks with tensordot/matmul, or loop over kernel taps (never over pixels).
+Kernels use stride tricks with tensordot/matmul, or loop over kernel taps (never over pixels). The
+helpers at the end (windows, padding fits, the depthwise gradients) serve pool.py too.
 """
 from __future__ import annotations
 
@@ -39,10 +34,6 @@ CONV_ATTRS = {"padding": "SAME", "stride_w": 1, "stride_h": 1, "dilation_w_facto
               "fused_activation_function": "NONE"}
 CONV_FIELDS = {"padding": "padding", "stride_w": "int", "stride_h": "int", "dilation_w_factor": "int",
                "dilation_h_factor": "int", "fused_activation_function": "activation"}
-POOL_ATTRS = {"padding": "SAME", "stride_w": 1, "stride_h": 1, "filter_width": 1, "filter_height": 1,
-              "fused_activation_function": "NONE"}
-POOL_FIELDS = {"padding": "padding", "stride_w": "int", "stride_h": "int", "filter_width": "int",
-               "filter_height": "int", "fused_activation_function": "activation"}
 
 
 # -- geometry (TFLite's ComputeOutSize / ComputePaddingHeightWidth) ---------------------------------------
@@ -335,132 +326,6 @@ defop("transpose_conv", infer=_tconv_infer, kernel=_tconv_kernel, vjp=_tconv_vjp
                       "fused_activation_function": "activation"}, version=3))
 
 
-# -- pooling --------------------------------------------------------------------------------------------
-def _pool_infer(attrs, inputs):
-    x, = inputs
-    _rank4(x, "the input")
-    if x.dtype not in FLOAT_DTYPES:
-        raise ValueError(f"takes float input, got {x.dtype}")
-    kh, kw, sh, sw = attrs["filter_height"], attrs["filter_width"], attrs["stride_h"], attrs["stride_w"]
-    _check_window(attrs, kh, kw, sh, sw)
-    p = attrs["padding"]
-    return [(x.dtype, (x.shape[0], _out_dim(x.shape[1], kh, sh, 1, p, "height"),
-                       _out_dim(x.shape[2], kw, sw, 1, p, "width"), x.shape[3]))]
-
-
-def _max_pool_kernel(x, padding="SAME", stride_w=1, stride_h=1, filter_width=1, filter_height=1,
-                     fused_activation_function="NONE"):
-    xp, ho, wo = _prepare(x, filter_height, filter_width, stride_h, stride_w, 1, 1, padding, value=-np.inf)
-    y = None
-    for i in range(filter_height):
-        for j in range(filter_width):
-            t = _tap(xp, i, j, stride_h, stride_w, 1, 1, ho, wo)
-            y = t.copy() if y is None else np.maximum(y, t, out=y)
-    return fused(y, fused_activation_function)
-
-
-def _window_counts(h, wd, kh, kw, sh, sw, padding):
-    """How many input pixels (not padding) each output pixel's window holds: [Ho, Wo]."""
-    ones = np.ones((1, h, wd, 1))
-    xp, ho, wo = _prepare(ones, kh, kw, sh, sw, 1, 1, padding)
-    return sum(_tap(xp, i, j, sh, sw, 1, 1, ho, wo) for i in range(kh) for j in range(kw))[0, :, :, 0]
-
-
-def _avg_pool_kernel(x, padding="SAME", stride_w=1, stride_h=1, filter_width=1, filter_height=1,
-                     fused_activation_function="NONE"):
-    xp, ho, wo = _prepare(x, filter_height, filter_width, stride_h, stride_w, 1, 1, padding)
-    total = None
-    for i in range(filter_height):
-        for j in range(filter_width):
-            t = _tap(xp, i, j, stride_h, stride_w, 1, 1, ho, wo)
-            total = t.copy() if total is None else np.add(total, t, out=total)
-    counts = _window_counts(x.shape[1], x.shape[2], filter_height, filter_width, stride_h, stride_w, padding)
-    return fused((total / counts[None, :, :, None].astype(x.dtype)).astype(x.dtype), fused_activation_function)
-
-
-def _pool_window(x, attrs, op):
-    _need_static(x, op)
-    if x.shape[3] is None:
-        raise NotImplementedError(f"the gradient of {op} needs the number of channels")
-    return _Window(x.shape[1], x.shape[2], attrs["filter_height"], attrs["filter_width"], attrs["stride_h"],
-                   attrs["stride_w"], 1, 1, attrs["padding"])
-
-
-def _max_pool_vjp(inputs, outputs, grads, **attrs):
-    from . import add, argmax, mul, one_hot, pad, reshape
-    x, = inputs
-    g = _unfuse(grads[0], outputs[0], attrs["fused_activation_function"])
-    win = _pool_window(x, attrs, "max_pool_2d")
-    fb = builder_of(x)
-    c, taps = x.shape[3], win.kh * win.kw
-    if win.kh == win.sh and win.kw == win.sw and not win.padded:  # the windows tile the image
-        tiles = _tiles(_fit_hw(x, (0, win.ho * win.kh), (0, win.wo * win.kw)), win)  # [N, Ho*Wo, T, C]
-        first = one_hot(argmax(tiles, 2), taps, dtype=x.dtype, axis=2)
-        routed = mul(first, reshape(g, [-1, win.ho * win.wo, 1, c]))
-        return [_fit_hw(_untile(routed, win), (0, win.h), (0, win.w))]
-    picker = fb.const(_one_hot_taps(win.kh, win.kw, c, x.dtype), x.dtype)  # [1, kh, kw, C * T]: channel c*T + t
-    xp = pad(x, [[0, 0], [win.pt, win.pb], [win.pl, win.pr], [0, 0]]) if win.padded else x
-    seen = depthwise_conv_2d(xp, picker, padding="VALID", strides=(win.sh, win.sw), depth_multiplier=taps)
-    seen = reshape(seen, [-1, win.ho * win.wo, c, taps])
-    if win.padded:  # a tap on padding never wins
-        seen = add(seen, fb.const(_padding_penalty(win, x.dtype), x.dtype))
-    first = one_hot(argmax(seen, 3), taps, dtype=x.dtype)  # the first maximum of each window
-    routed = reshape(mul(first, reshape(g, [-1, win.ho * win.wo, c, 1])), [-1, win.ho, win.wo, c * taps])
-    return [_depthwise_input_grad(routed, picker, win, taps)]
-
-
-def _avg_pool_vjp(inputs, outputs, grads, **attrs):
-    from . import div
-    x, = inputs
-    g = _unfuse(grads[0], outputs[0], attrs["fused_activation_function"])
-    win = _pool_window(x, attrs, "average_pool_2d")
-    fb = builder_of(x)
-    counts = _window_counts(win.h, win.w, win.kh, win.kw, win.sh, win.sw, win.padding)
-    share = div(g, fb.const(counts[None, :, :, None].astype(x.dtype), x.dtype))
-    ones = fb.const(np.ones((1, win.kh, win.kw, x.shape[3])), x.dtype)
-    return [_depthwise_input_grad(share, ones, win, 1)]
-
-
-defop("max_pool_2d", infer=_pool_infer, kernel=_max_pool_kernel, vjp=_max_pool_vjp, attrs=POOL_ATTRS,
-      num_inputs=(1, 1), tflite=Builtin("MAX_POOL_2D", "Pool2DOptions", POOL_FIELDS))
-defop("average_pool_2d", infer=_pool_infer, kernel=_avg_pool_kernel, vjp=_avg_pool_vjp, attrs=POOL_ATTRS,
-      num_inputs=(1, 1), tflite=Builtin("AVERAGE_POOL_2D", "Pool2DOptions", POOL_FIELDS))
-
-
-# -- activations of mobile CNNs -------------------------------------------------------------------------
-def _float_same(attrs, inputs):
-    x, = inputs
-    if x.dtype not in FLOAT_DTYPES:
-        raise ValueError(f"takes float input, got {x.dtype}")
-    return [(x.dtype, x.shape)]
-
-
-def _hard_swish_kernel(x):
-    return (x * np.clip(x + 3, 0, 6) / 6).astype(x.dtype, copy=False)
-
-
-def _hard_swish_vjp(inputs, outputs, grads):
-    from . import add, greater, less, mul, where, zeros_like
-    x, = inputs
-    g, = grads
-    slope = where(less(x, -3.0), zeros_like(x), where(greater(x, 3.0), 1.0, add(mul(x, 1.0 / 3.0), 0.5)))
-    return [mul(g, slope)]
-
-
-def _leaky_relu_vjp(inputs, outputs, grads, alpha=0.2):
-    from . import greater, mul, where
-    x, = inputs
-    g, = grads
-    return [where(greater(x, 0.0), g, mul(g, float(alpha)))]
-
-
-defop("hard_swish", infer=_float_same, kernel=_hard_swish_kernel, vjp=_hard_swish_vjp, num_inputs=(1, 1),
-      tflite=Builtin("HARD_SWISH", "HardSwishOptions"))
-defop("leaky_relu", infer=_float_same, vjp=_leaky_relu_vjp, num_inputs=(1, 1), attrs={"alpha": 0.2},
-      kernel=lambda x, alpha=0.2: np.where(x > 0, x, x * np.asarray(alpha, x.dtype)).astype(x.dtype, copy=False),
-      tflite=Builtin("LEAKY_RELU", "LeakyReluOptions", {"alpha": "float"}))
-
-
 # -- gradient plumbing ----------------------------------------------------------------------------------
 class _Window:
     """One sliding window's geometry over a known input height and width."""
@@ -593,40 +458,6 @@ def _depthwise_filter_grad(x, g, win: _Window, m):
     return reshape(d, [1, win.kh, win.kw, c * m])
 
 
-def _tiles(x, win: _Window):
-    """[N, Ho*kh, Wo*kw, C] -> [N, Ho*Wo, kh*kw, C]: each window's pixels in row-major order."""
-    from . import reshape, transpose
-    c = x.shape[3]
-    t = reshape(x, [-1, win.ho, win.kh, win.wo, win.kw, c])
-    return reshape(transpose(t, [0, 1, 3, 2, 4, 5]), [-1, win.ho * win.wo, win.kh * win.kw, c])
-
-
-def _untile(t, win: _Window):
-    """The inverse of _tiles."""
-    from . import reshape, transpose
-    c = t.shape[3]
-    t = reshape(t, [-1, win.ho, win.wo, win.kh, win.kw, c])
-    return reshape(transpose(t, [0, 1, 3, 2, 4, 5]), [-1, win.ho * win.kh, win.wo * win.kw, c])
-
-
-def _one_hot_taps(kh, kw, c, dtype):
-    """A depthwise filter whose output channel c*T + t copies tap t of input channel c."""
-    taps = kh * kw
-    e = np.zeros((1, kh, kw, c, taps), dtype)
-    for t in range(taps):
-        e[0, t // kw, t % kw, :, t] = 1
-    return e.reshape(1, kh, kw, c * taps)
-
-
-def _padding_penalty(win: _Window, dtype):
-    """-inf for the taps of each window that fall on padding, 0 elsewhere: [1, Ho*Wo, 1, T]."""
-    rows = np.arange(win.ho)[:, None] * win.sh - win.pt + np.arange(win.kh)[None, :]  # [Ho, kh]
-    cols = np.arange(win.wo)[:, None] * win.sw - win.pl + np.arange(win.kw)[None, :]  # [Wo, kw]
-    inside = ((rows >= 0) & (rows < win.h))[:, None, :, None] & ((cols >= 0) & (cols < win.w))[None, :, None, :]
-    penalty = np.where(inside, 0.0, -np.inf).astype(dtype)  # [Ho, Wo, kh, kw]
-    return penalty.reshape(1, win.ho * win.wo, 1, win.kh * win.kw)
-
-
 # -- the frontend functions -----------------------------------------------------------------------------
 def _pair(v, what):
     pair = (int(v), int(v)) if np.ndim(v) == 0 else tuple(int(a) for a in v)
@@ -679,27 +510,3 @@ def transpose_conv(output_shape, filters, x, bias=None, strides=1, padding="SAME
     if known_shape is not None:
         y.info.shape = tuple(k if k is not None else d for k, d in zip(known_shape, y.shape))
     return y
-
-
-def _pool(op, x, pool_size, strides, padding, activation):
-    (kh, kw) = _pair(pool_size, "pool_size")
-    (sh, sw) = _pair(pool_size if strides is None else strides, "strides")
-    return builder_of(x).emit(op, [x], {"padding": padding.upper(), "stride_h": sh, "stride_w": sw,
-                                        "filter_height": kh, "filter_width": kw,
-                                        "fused_activation_function": activation})
-
-
-def max_pool_2d(x, pool_size=2, strides=None, padding="VALID", activation="NONE"):
-    return _pool("max_pool_2d", x, pool_size, strides, padding, activation)
-
-
-def average_pool_2d(x, pool_size=2, strides=None, padding="VALID", activation="NONE"):
-    return _pool("average_pool_2d", x, pool_size, strides, padding, activation)
-
-
-def hard_swish(x):
-    return builder_of(x).emit("hard_swish", [x])
-
-
-def leaky_relu(x, alpha=0.2):
-    return builder_of(x).emit("leaky_relu", [x], {"alpha": float(alpha)})
