@@ -218,7 +218,8 @@ def check_against(found: dict, expected: dict, path="checkpoint") -> None:
     for name in sorted(set(expected) & set(found)):
         dtype, shape = expected[name]
         arr = found[name]
-        if arr.dtype.name != dtype or (shape is not None and tuple(arr.shape) != tuple(shape)):
+        if arr.dtype.name != dtype or (shape is not None and (arr.ndim != len(shape) or any(
+                d is not None and a != d for a, d in zip(arr.shape, shape)))):  # None: any size
             wrong.append(f"{name} (model {dtype}{list(shape)}, checkpoint {arr.dtype.name}{list(arr.shape)})")
     if missing or extra or wrong:
         parts = []

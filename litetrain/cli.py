@@ -33,8 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="no progress line")
     from .inspect import add_command as add_inspect
     from .make_trainable import add_command as add_make_trainable  # (lt.make_trainable is the function)
+    from .personalize import add_command as add_personalize
     add_inspect(commands)
     add_make_trainable(commands)
+    add_personalize(commands)
     return parser
 
 
@@ -42,6 +44,9 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "inspect":
         from .inspect import run_command
+        return run_command(args)
+    if args.command == "personalize":
+        from .personalize import run_command
         return run_command(args)
     if args.command == "make-trainable":
         from .make_trainable import run_command

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .ir import Program, numpy_dtype
-from .runtime import Executor, coerce_input
+from .runtime import DEFAULT_MAX_LOOP_ITERATIONS, Executor, coerce_input
 
 
 class SignatureError(ValueError):
@@ -87,10 +87,12 @@ class Interpreter:
     Calls from several threads are serialised. Options beyond TensorFlow Lite's:
     nonfinite_check: a call that leaves a float variable with an infinity or a NaN is undone and
     raises NonFiniteError (an ExecutionError). strict_checkpoints: restore refuses a checkpoint
-    that carries no checksum (one not written by litetrain)."""
+    that carries no checksum (one not written by litetrain). max_loop_iterations: one run of a
+    while loop may take at most this many iterations (default a million; None for no bound), so
+    that a file whose loop condition never turns false raises ExecutionError instead of hanging."""
 
     def __init__(self, model_path=None, model_content=None, num_threads=None, nonfinite_check=False,
-                 strict_checkpoints=False, **_ignored):
+                 strict_checkpoints=False, max_loop_iterations=DEFAULT_MAX_LOOP_ITERATIONS, **_ignored):
         from .tflite import read_model
         if (model_path is None) == (model_content is None):
             raise ValueError("give exactly one of model_path and model_content")
@@ -101,6 +103,10 @@ class Interpreter:
         self._executor = Executor(self._program)
         self._executor.nonfinite_check = bool(nonfinite_check)
         self._executor.strict_checkpoints = bool(strict_checkpoints)
+        if max_loop_iterations is not None and (isinstance(max_loop_iterations, bool) or
+                                                not isinstance(max_loop_iterations, int) or max_loop_iterations < 1):
+            raise ValueError(f"max_loop_iterations must be a positive int or None, got {max_loop_iterations!r}")
+        self._executor.max_loop_iterations = max_loop_iterations
         self._main = self._program.functions[0] if self._program.functions else None
         self._input_shapes = {}
         self._tensors = {}

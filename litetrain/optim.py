@@ -81,7 +81,10 @@ class Optimizer(Module):
         self.iterations = Buffer(np.int32(0))
 
     def slot(self, var, name, init=0.0) -> Slot:
-        return self.add_state(f"{name}/{var.path}", Slot(np.full(var.value.shape, init, var.value.dtype)))
+        slot = self.add_state(f"{name}/{var.path}", Slot(np.full(var.value.shape, init, var.value.dtype)))
+        if getattr(var, "shape_signature", None) is not None:  # a resizable variable: its slots resize too
+            slot.shape_signature = var.shape_signature
+        return slot
 
     def minimize(self, loss, variables, learning_rate=None):
         """Add the gradients of `loss` and one update of `variables`; returns the gradients."""

@@ -95,6 +95,11 @@ class Plan:
             self.steps.append((kernel, opdef.stateful, tuple(node.inputs), tuple(node.outputs), frees, node))
 
 
+# A hostile file's loop condition may never turn false; a million iterations is far beyond any
+# sequence or training loop a model file carries, and stops such a file within seconds.
+DEFAULT_MAX_LOOP_ITERATIONS = 1_000_000
+
+
 class Executor:
     """Runs a Program's functions over one variable store."""
 
@@ -105,6 +110,7 @@ class Executor:
         self.lock = threading.RLock()
         self.nonfinite_check = False  # undo a call that leaves a float variable non-finite
         self.strict_checkpoints = False  # restore refuses a checkpoint without a checksum
+        self.max_loop_iterations = DEFAULT_MAX_LOOP_ITERATIONS  # per run of one while loop; None: no bound
         self.random_streams: dict = {}  # generators of random ops (ops/random.py), by signature and seeds
 
     def plan(self, index: int) -> Plan:

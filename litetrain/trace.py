@@ -226,7 +226,9 @@ class ProgramBuilder:
         var = self.program.variables.get(name)
         value = state.value
         if var is None:
-            var = Variable(name, dtype_name(value.dtype), tuple(value.shape), value,
+            # `shape_signature` (e.g. a classifier head's [None, d]) lets assignments resize the variable
+            shape = tuple(getattr(state, "shape_signature", None) or value.shape)
+            var = Variable(name, dtype_name(value.dtype), shape, value,
                            trainable=state.trainable, kind=state.kind)
             self.program.variables[name] = var
         return var

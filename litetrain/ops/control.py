@@ -56,11 +56,18 @@ def _while_kernel(ctx, *loop_vars, cond_subgraph_index=0, body_subgraph_index=0)
     cond_where, body_where = f"{ctx.where} -> while condition {cond.name!r}", f"{ctx.where} -> while body {body.name!r}"
     values = list(loop_vars)
     _check_dtypes(body, values, "while body")
+    # a file's condition may never turn false: the executor bounds the iterations of one loop run
+    limit = getattr(ctx.executor, "max_loop_iterations", None)
+    iterations = 0
     while True:
         c, = run(cond_subgraph_index, values, where=cond_where)
         if not _truth(c, f"while condition {cond.name!r}"):
             return tuple(values)
+        if limit is not None and iterations >= limit:
+            raise RuntimeError(f"{ctx.where}: the while loop (body {body.name!r}) ran {limit:,} iterations and its "
+                               f"condition is still true; pass max_loop_iterations= to the Interpreter to allow more")
         values = run(body_subgraph_index, values, where=body_where)
+        iterations += 1
 
 
 def _while_vjp(inputs, outputs, grads, needs, **attrs):

@@ -65,9 +65,10 @@ def _restore_infer(attrs, inputs):
 def _restore_kernel(ctx, path, names=(), dtypes=(), shapes=()):
     p = _path_of(path)
     found = checkpoint.load(p, require_checksum=getattr(ctx.executor, "strict_checkpoints", False))
-    # shapes are checked against the variables as they are now (a variable may have been resized)
-    expected = {n: (d, ctx.variables.read(n).shape if ctx.variables.has(n) else tuple(s))
-                for n, d, s in zip(names, dtypes, shapes)}
+    # shapes are checked against the variables as they are now (a variable may have been resized);
+    # a dim the model declares unknown (a resizable variable, e.g. a growing head) takes any size
+    expected = {n: (d, tuple(s) if None in tuple(s) else ctx.variables.read(n).shape if ctx.variables.has(n)
+                    else tuple(s)) for n, d, s in zip(names, dtypes, shapes)}
     checkpoint.check_against(found, expected, f"checkpoint {p!r}")
     return tuple(found[n].astype(numpy_dtype(d), copy=False) for n, d in zip(names, dtypes))
 

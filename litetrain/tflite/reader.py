@@ -232,7 +232,8 @@ class _ModelReader:
         dims = tuple(shape)
         if not t.ShapeSignatureIsNone():
             signature = self.ints(t, "ShapeSignature", "shape_signature dim")
-            if len(signature) != len(shape) or any(d < -1 for d in signature):
+            # an empty shape with a signature: a dynamic tensor (a read of a resizable variable)
+            if (shape and len(signature) != len(shape)) or any(d < -1 for d in signature):
                 self.fail(f"shape_signature {signature} does not match shape {shape}")
             dims = tuple(None if d == -1 else d for d in signature)
         # what would silently change the meaning of the numbers if ignored

