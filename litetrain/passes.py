@@ -13,8 +13,8 @@ def _freeze(value):
     return value
 
 
-def eliminate_common_subexpressions(fn: Function) -> None:
-    """Merge pure nodes with the same op, inputs and attributes."""
+def eliminate_common_subexpressions(fn: Function) -> dict:
+    """Merge pure nodes with the same op, inputs and attributes; returns {merged tensor: kept one}."""
     seen, rename = {}, {}
     kept = []
     for node in fn.nodes:
@@ -29,6 +29,7 @@ def eliminate_common_subexpressions(fn: Function) -> None:
         kept.append(node)
     fn.nodes = kept
     fn.outputs = [rename.get(i, i) for i in fn.outputs]
+    return rename
 
 
 def eliminate_dead_code(fn: Function) -> None:
@@ -89,10 +90,10 @@ def signatures_first(program: Program) -> None:
 def optimize(program: Program) -> None:
     """Run the cleanup passes on every function and keep signatures pointing at the right tensors."""
     for index, fn in enumerate(program.functions):
-        eliminate_common_subexpressions(fn)
+        merged = eliminate_common_subexpressions(fn)
         eliminate_dead_code(fn)
         remap = compact_tensors(fn)
         for sig in program.signatures:
             if sig.function == index:
                 sig.inputs = {k: remap[v] for k, v in sig.inputs.items()}
-                sig.outputs = {k: remap[v] for k, v in sig.outputs.items()}
+                sig.outputs = {k: remap[merged.get(v, v)] for k, v in sig.outputs.items()}

@@ -10,7 +10,7 @@ The file (`convert_personalization(base, head, ...)`) has these signatures:
     train_finetune(images, labels, learning_rate) -> loss          head + chosen base weights
                                                                    (only with `finetune=`)
     add_class(kernel_row, bias, mean_weight)    -> num_classes     the head grows by one class
-    remove_class(index)                         -> num_classes
+    remove_class(index)                         -> num_classes     (the classes in use, n)
     save() / restore(...)                       every variable out / in (portable form), or a
                                                 checkpoint file (`portable_checkpoints=False`)
 
@@ -22,14 +22,24 @@ metadata entry "litetrain_personalize": the file alone is enough for a `Personal
 
 What changes on the device without re-conversion, and how:
 - Classes. The head's last layer (kernel [classes, k], bias [classes]) and its optimizer slots
-  are variables whose class dimension is declared unknown; `add_class` assigns them one more
-  row, `remove_class` one fewer (TFLite resource variables take the shape of what is assigned;
-  litetrain's interpreter and LiteRT both do). Existing classes keep their rows exactly. By
-  default a new class starts at the mean of the existing rows (`mean_weight=1`, `kernel_row=0`,
-  `bias=0`): its logit is the mean of the others' logits, so it is never the top prediction
-  before it is trained, and the old classes' logits are bit-for-bit what they were. Its
-  optimizer slots start at zero. Labels are integer class indices; an index outside the head
-  makes the call fail inside the graph (a GATHER out of bounds) before any variable changes.
+  have one row per class, in one of two modes (stored in the metadata as "max_classes"):
+  resizable (the default, `max_classes=None`): the class dimension is declared unknown;
+  `add_class` assigns the variables one more row, `remove_class` one fewer (TFLite resource
+  variables take the shape of what is assigned; litetrain's interpreter and LiteRT's builtin
+  kernels both do). Fixed capacity (`max_classes=K`): the variables have K rows and static
+  shapes, and the int32 Buffer `head/active_classes` holds how many rows n are in use (rows n..
+  are zero, slots included). `add_class` writes row n (DYNAMIC_UPDATE_SLICE) and refuses in the
+  graph, changing nothing, when n == K ("the head is full"); `remove_class` moves the later rows
+  up (GATHER with a permutation) and zeroes the row that falls out of use. Training masks the
+  logits of rows >= n to -1e30 (softmax exactly 0, no gradient, so those rows and their slots
+  stay zero); `infer` and `infer_bottlenecks` output [batch, n], the first n columns (GATHER at
+  run time), exactly as a resizable head of n classes does.
+  In both modes existing classes keep their rows exactly. By default a new class starts at the
+  mean of the rows in use (`mean_weight=1`, `kernel_row=0`, `bias=0`): its logit is the mean of
+  the others' logits, so it is never the top prediction before it is trained, and the old
+  classes' logits are bit-for-bit what they were. Its optimizer slots start at zero. Labels are
+  integer class indices; an index outside [0, n) makes the call fail inside the graph (a GATHER
+  out of bounds) before any variable changes.
 - Learning rate: an input of `train` / `train_finetune` (default: the optimizer's).
 - Epochs: the training loop is driven from outside (`Personalizer.train`).
 - Freezing / unfreezing the fine-tuned base weights: choose the signature. `train` updates the
@@ -45,10 +55,12 @@ What changes on the device without re-conversion, and how:
 LiteRT: a read of a resizable variable is written with no dims (only a shape_signature), the form
 in which LiteRT's READ_VARIABLE resizes its output. LiteRT's builtin kernels then give the same
 results as litetrain's interpreter, before and after classes are added or removed; its default
-XNNPACK delegate does not (after `add_class` the variable keeps its old shape, as measured with
-ai-edge-litert 2.3.0), so run the file with
-`experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES`, as
-`Personalizer(..., backend="litert")` does.
+XNNPACK delegate does not (after `add_class` or `restore` of a grown head the variable keeps its
+first shape, as measured with ai-edge-litert 2.3.0), so run a resizable file with
+`experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES`. A fixed-capacity
+file (`max_classes=K`) has no resized variable and runs in LiteRT's default configuration
+(XNNPACK delegate, as on Android) with the same results. `Personalizer(..., backend="litert")`
+picks the right configuration from the file's metadata.
 """
 from __future__ import annotations
 
@@ -60,8 +72,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import checkpoint, ops
-from .heads import ClassifierHead, MLPHead, SoftmaxClassifier, checked_class, without_row
-from .module import Module, Param, TensorSpec, signature
+from .heads import (ClassifierHead, MLPHead, SoftmaxClassifier, active_logits, checked_class, masked_logits,
+                    moved_up, without_row)
+from .loops import check_at_most
+from .module import Module, Param, Slot, TensorSpec, signature
 from .optim import Adam, Optimizer
 
 METADATA_KEY = "litetrain_personalize"
@@ -264,20 +278,24 @@ class BaseModel:
 
 
 # -- the converted module ------------------------------------------------------------------------
-def make_head(head, num_features, num_classes) -> ClassifierHead:
+def make_head(head, num_features, num_classes, max_classes=None) -> ClassifierHead:
     """A head from a spec: "softmax", "mlp" / "mlp:HIDDEN", a ClassifierHead, or a callable
-    (num_features, num_classes) -> ClassifierHead."""
+    (num_features, num_classes) -> ClassifierHead. max_classes: a fixed-capacity head (a given
+    head must have been made with the same max_classes)."""
     if isinstance(head, ClassifierHead):
         if head.num_features != num_features:
             raise PersonalizeError(f"the head takes {head.num_features} features but the base gives {num_features}")
+        if max_classes is not None and head.max_classes != max_classes:
+            raise PersonalizeError(f"max_classes={max_classes} but the given head was made with "
+                                   f"max_classes={head.max_classes}")
         return head
     if callable(head):
-        return make_head(head(num_features, num_classes), num_features, num_classes)
+        return make_head(head(num_features, num_classes), num_features, num_classes, max_classes)
     if head in ("softmax", "linear"):
-        return SoftmaxClassifier(num_features, num_classes)
+        return SoftmaxClassifier(num_features, num_classes, max_classes=max_classes)
     if isinstance(head, str) and (head == "mlp" or head.startswith("mlp:")):
         hidden = int(head.split(":", 1)[1]) if ":" in head else 128
-        return MLPHead(num_features, hidden, num_classes)
+        return MLPHead(num_features, hidden, num_classes, max_classes=max_classes)
     raise PersonalizeError(f"unknown head {head!r}; use 'softmax', 'mlp', 'mlp:HIDDEN' or a ClassifierHead")
 
 
@@ -285,12 +303,27 @@ def _resizable(module):
     return [s for s in module.states() if getattr(s, "shape_signature", None) is not None]
 
 
-def sparse_cross_entropy(logits, labels):
+def _class_rows(module, head):
+    """A fixed-capacity head's class variables: its kernel and bias and the optimizer's slots for
+    them (a slot of variable V is named "<slot>/<path of V>")."""
+    own = {head.kernel.path, head.bias.path}
+    slots = [s for s in module.states() if isinstance(s, Slot) and s._name.partition("/")[2] in own]
+    return [head.kernel, head.bias] + slots
+
+
+def sparse_cross_entropy(logits, labels, active=None):
     """Mean cross-entropy of logits [batch, classes] with integer labels [batch], for a class count
-    known only at run time (labels are checked against it in the graph)."""
-    n = ops.gather(ops.shape_of(logits), 1)
+    known only at run time (labels are checked against it in the graph). `active`: the number of
+    classes in use of a fixed-capacity head (logits [batch, capacity]); the other columns are
+    masked out (probability exactly 0, no gradient)."""
+    if active is None:
+        n = ops.gather(ops.shape_of(logits), 1)
+        classes = ops.arange(0, n, 1)
+    else:
+        n, classes = active, logits.fb.const(np.arange(int(logits.shape[-1]), dtype=np.int32))
+        logits = masked_logits(logits, n)
     labels = checked_class(labels, n)
-    onehot = ops.cast(ops.equal(ops.expand_dims(labels, -1), ops.arange(0, n, 1)), logits.dtype)
+    onehot = ops.cast(ops.equal(ops.expand_dims(labels, -1), classes), logits.dtype)
     return ops.reduce_mean(ops.neg(ops.reduce_sum(ops.mul(onehot, ops.log_softmax(logits)), [-1])))
 
 
@@ -301,6 +334,7 @@ def _personalization_module(base: BaseModel, head: ClassifierHead, optimizer: Op
     labels = TensorSpec([None], "int32")
     lr = TensorSpec([], "float32", default=learning_rate)
     row = head.kernel.value.shape[1]
+    capacity = head.max_classes
 
     class Personalization(Module):
         def __init__(self):
@@ -309,7 +343,13 @@ def _personalization_module(base: BaseModel, head: ClassifierHead, optimizer: Op
             self.optimizer = optimizer
 
         def _probabilities(self, logits):
+            if capacity is not None:  # [batch, n]: the classes in use, as a resizable head gives
+                logits = active_logits(logits, logits.fb.read(self.head.active_classes))
             return {"probabilities": ops.softmax(logits), "logits": logits}
+
+        def _loss(self, logits, labels):
+            active = None if capacity is None else logits.fb.read(self.head.active_classes)
+            return sparse_cross_entropy(logits, labels, active)
 
         @signature(images=image)
         def load(self, images):
@@ -325,26 +365,34 @@ def _personalization_module(base: BaseModel, head: ClassifierHead, optimizer: Op
 
         @signature(bottlenecks=bottleneck, labels=labels, learning_rate=lr)
         def train(self, bottlenecks, labels, learning_rate):
-            loss = sparse_cross_entropy(self.head(bottlenecks, training=True), labels)
+            loss = self._loss(self.head(bottlenecks, training=True), labels)
             self.optimizer.minimize(loss, self.head.trainable_variables, learning_rate=learning_rate)
             return {"loss": loss}
 
         @signature(images=image, labels=labels, learning_rate=lr)
         def train_finetune(self, images, labels, learning_rate):
-            loss = sparse_cross_entropy(self.head(base.features(images), training=True), labels)
+            loss = self._loss(self.head(base.features(images), training=True), labels)
             self.optimizer.minimize(loss, self.head.trainable_variables + list(finetune_params),
                                     learning_rate=learning_rate)
             return {"loss": loss}
+
+        def _new_row(self, fb, kernel, bias_now, kernel_row, bias, mean_weight):
+            """The new class's kernel row [1, row] and bias [1]: mean_weight * (the mean of the rows in
+            use) + kernel_row / bias."""
+            return (ops.add(ops.mul(ops.reduce_mean(kernel, [0], keepdims=True), mean_weight),
+                            ops.reshape(kernel_row, [1, row])),
+                    ops.add(ops.mul(ops.reduce_mean(bias_now, [0], keepdims=True), mean_weight),
+                            ops.reshape(bias, [1])))
 
         @signature(kernel_row=TensorSpec([row], default=np.zeros(row, np.float32)),
                    bias=TensorSpec([], default=0.0), mean_weight=TensorSpec([], default=1.0))
         def add_class(self, kernel_row, bias, mean_weight):
             fb = kernel_row.fb
-            kernel, bias_now = fb.read(self.head.kernel), fb.read(self.head.bias)
-            new = {self.head.kernel: ops.add(ops.mul(ops.reduce_mean(kernel, [0], keepdims=True), mean_weight),
-                                             ops.reshape(kernel_row, [1, row])),
-                   self.head.bias: ops.add(ops.mul(ops.reduce_mean(bias_now, [0], keepdims=True), mean_weight),
-                                           ops.reshape(bias, [1]))}
+            if capacity is not None:
+                return self._activate_row(fb, kernel_row, bias, mean_weight)
+            kernel_new, bias_new = self._new_row(fb, fb.read(self.head.kernel), fb.read(self.head.bias),
+                                                 kernel_row, bias, mean_weight)
+            new = {self.head.kernel: kernel_new, self.head.bias: bias_new}
             for state in _resizable(self):  # the head's rows and the optimizer's slots for them
                 value = fb.read(state)
                 extra = new.get(state)
@@ -353,12 +401,42 @@ def _personalization_module(base: BaseModel, head: ClassifierHead, optimizer: Op
                 fb.assign(state, ops.concat([value, extra], 0))
             return {"num_classes": ops.gather(ops.shape_of(fb.read(self.head.bias)), 0)}
 
+        def _activate_row(self, fb, kernel_row, bias, mean_weight):
+            """Capacity mode: row n becomes the new class (its slots zero), n + 1 classes in use."""
+            n = check_at_most(fb.read(self.head.active_classes), capacity - 1,
+                              f"add_class: the head is full (all max_classes={capacity} classes are in use; "
+                              "remove a class first)")
+            grown = ops.add(n, 1)  # made first: the output must be the node common-subexpression elimination keeps
+            used = ops.arange(0, n, 1)
+            kernel_new, bias_new = self._new_row(fb, ops.gather(fb.read(self.head.kernel), used),
+                                                 ops.gather(fb.read(self.head.bias), used),
+                                                 kernel_row, bias, mean_weight)
+            new = {self.head.kernel: kernel_new, self.head.bias: bias_new}
+            for state in _class_rows(self, self.head):
+                extra = new.get(state)
+                if extra is None:
+                    extra = fb.const(np.zeros((1, *state.value.shape[1:]), state.value.dtype))
+                start = ops.concat([ops.reshape(n, [1])] + ([fb.const(np.zeros(state.value.ndim - 1, np.int32))]
+                                                            if state.value.ndim > 1 else []), 0)
+                fb.assign(state, ops.dynamic_update_slice(fb.read(state), extra, start))
+            fb.assign(self.head.active_classes, grown)
+            return {"num_classes": grown}
+
         @signature(index=TensorSpec([], "int32"))
         def remove_class(self, index):
             fb = index.fb
-            n = ops.gather(ops.shape_of(fb.read(self.head.bias)), 0)
+            if capacity is not None:
+                n = fb.read(self.head.active_classes)
+            else:
+                n = ops.gather(ops.shape_of(fb.read(self.head.bias)), 0)
             # index in [0, n) and n >= 2 (GATHER from [1, n) fails for the last class), checked in the graph
             index = ops.add(checked_class(index, n), ops.mul(ops.gather(ops.arange(1, n, 1), 0), 0))
+            if capacity is not None:
+                left = ops.sub(n, 1)  # made first (see _activate_row)
+                for state in _class_rows(self, self.head):
+                    fb.assign(state, moved_up(fb.read(state), index, n))
+                fb.assign(self.head.active_classes, left)
+                return {"num_classes": left}
             for state in _resizable(self):
                 fb.assign(state, without_row(fb.read(state), index, n))
             return {"num_classes": ops.gather(ops.shape_of(fb.read(self.head.bias)), 0)}
@@ -367,7 +445,7 @@ def _personalization_module(base: BaseModel, head: ClassifierHead, optimizer: Op
 
 
 def trace_personalization(base, head="softmax", num_classes=2, optimizer=None, finetune=None,
-                          portable_checkpoints=True, class_names=None):
+                          portable_checkpoints=True, class_names=None, max_classes=None):
     """The Program of a personalization file (see `convert_personalization`)."""
     from .convert import trace_program
     if not isinstance(base, BaseModel):
@@ -375,10 +453,17 @@ def trace_personalization(base, head="softmax", num_classes=2, optimizer=None, f
     num_classes = int(num_classes)
     if num_classes < 1:
         raise PersonalizeError(f"num_classes must be at least 1, got {num_classes}")
+    if max_classes is not None:
+        max_classes = int(max_classes)
+        if max_classes < num_classes:
+            raise PersonalizeError(f"max_classes must be at least num_classes={num_classes}, got {max_classes}")
     names = list(class_names or [])
     if len(names) > num_classes or len(set(names)) != len(names):
         raise PersonalizeError(f"class_names {names} must be distinct and at most num_classes={num_classes}")
-    head = make_head(head, base.num_features, num_classes)
+    head = make_head(head, base.num_features, num_classes, max_classes)
+    if head.max_classes is not None and head.num_classes != num_classes:
+        raise PersonalizeError(f"num_classes={num_classes} but the given fixed-capacity head has "
+                               f"{head.num_classes} classes in use")
     optimizer = optimizer if optimizer is not None else Adam(0.001)
     if not isinstance(optimizer, Optimizer) or not isinstance(optimizer.learning_rate, (int, float)):
         raise PersonalizeError("optimizer must be a litetrain Optimizer with a float learning rate "
@@ -393,7 +478,8 @@ def trace_personalization(base, head="softmax", num_classes=2, optimizer=None, f
         "head": head.config(), "num_features": head.num_features, "num_classes": num_classes,
         "class_names": names, "learning_rate": float(optimizer.learning_rate),
         "optimizer": type(optimizer).__name__, "finetune": _describe_finetune(finetune, chosen),
-        "head_kernel": head.kernel.path, "head_bias": head.bias.path}).encode()
+        "head_kernel": head.kernel.path, "head_bias": head.bias.path, "max_classes": head.max_classes,
+        "head_active_classes": None if head.max_classes is None else head.active_classes.path}).encode()
     return program
 
 
@@ -405,7 +491,7 @@ def _describe_finetune(finetune, chosen):
 
 
 def convert_personalization(base, head="softmax", num_classes=2, optimizer=None, finetune=None,
-                            portable_checkpoints=True, class_names=None) -> bytes:
+                            portable_checkpoints=True, class_names=None, max_classes=None) -> bytes:
     """One .tflite file for transfer learning (signatures in the module doc).
 
     base: a BaseModel. head: "softmax", "mlp", "mlp:HIDDEN", a ClassifierHead or a callable
@@ -415,10 +501,12 @@ def convert_personalization(base, head="softmax", num_classes=2, optimizer=None,
     finetune: None (head only), an int N (the base's last N stages), "bias" or "trainable" or a
     list of the base's Params: adds `train_finetune`. portable_checkpoints: save/restore pass
     tensors (stock LiteRT runs every signature). class_names: names of the first classes, stored
-    in the metadata."""
+    in the metadata. max_classes: None (the head is resized on the device: any number of classes,
+    but LiteRT needs its delegates off) or K (a fixed-capacity head of K rows, up to K classes in
+    use: every variable has a static shape, so LiteRT's default XNNPACK delegate runs it too)."""
     from .tflite import write_model
     return write_model(trace_personalization(base, head, num_classes, optimizer, finetune,
-                                             portable_checkpoints, class_names))
+                                             portable_checkpoints, class_names, max_classes))
 
 
 def read_metadata(model) -> dict:
@@ -542,17 +630,23 @@ class Personalizer:
         Personalizer("model.tflite").resume("state/")
 
     backend: "litetrain" (NumPy only) or "litert" (ai_edge_litert's Interpreter; needs a portable
-    file). Each class is a row of the head; `classes` holds their names (None for a row no name
-    has claimed yet: a new label takes such a row before the head grows)."""
+    file): with its default XNNPACK delegate for a fixed-capacity file (`max_classes`), with the
+    builtin kernels only for a resizable one (see the module doc). Each class is a row of the
+    head; `classes` holds their names (None for a row no name has claimed yet: a new label takes
+    such a row before the head grows). `max_classes`: the file's capacity (None: resizable)."""
 
     def __init__(self, model, backend: str = "litetrain"):
         if isinstance(model, (str, os.PathLike)):
             with open(model, "rb") as f:
                 model = f.read()
         self.model = bytes(model)
-        self._interpreter = _make_interpreter(self.model, backend)
-        program = getattr(self._interpreter, "_program", None)  # litetrain's has read the file already
-        self.meta = read_metadata(program if program is not None else self.model)
+        if backend == "litetrain":
+            self._interpreter = _make_interpreter(self.model, backend)
+            self.meta = read_metadata(self._interpreter._program)  # litetrain's has read the file already
+        else:
+            self.meta = read_metadata(self.model)
+            self._interpreter = _make_interpreter(self.model, backend, self.meta.get("max_classes"))
+        self.max_classes = self.meta.get("max_classes")
         self.preprocessing = Preprocessing.from_any(self.meta["preprocessing"])
         self.num_features = int(self.meta["num_features"])
         self.learning_rate = float(self.meta["learning_rate"])
@@ -571,9 +665,9 @@ class Personalizer:
 
     @classmethod
     def create(cls, base, head="softmax", num_classes=1, optimizer=None, finetune=None, path=None,
-               backend="litetrain", class_names=None) -> "Personalizer":
+               backend="litetrain", class_names=None, max_classes=None) -> "Personalizer":
         """Convert `base` + `head` (see `convert_personalization`), write the file to `path` if given."""
-        data = convert_personalization(base, head, num_classes, optimizer, finetune, True, class_names)
+        data = convert_personalization(base, head, num_classes, optimizer, finetune, True, class_names, max_classes)
         if path is not None:
             _atomic_write(path, data)
         return cls(data, backend=backend)
@@ -603,7 +697,8 @@ class Personalizer:
 
     def add_class(self, name) -> int:
         """A new class: takes an unnamed row of the head, else grows the head by one (`add_class`
-        signature; the existing classes keep their weights). Returns its index."""
+        signature; the existing classes keep their weights; a fixed-capacity head must have a row
+        free). Returns its index."""
         if not isinstance(name, str) or not name:
             raise PersonalizeError(f"a class name must be a non-empty string, got {name!r}")
         if name in self.classes:
@@ -612,6 +707,10 @@ class Personalizer:
             index = self.classes.index(None)
             self.classes[index] = name
             return index
+        if self.max_classes is not None and len(self.classes) >= self.max_classes:
+            raise PersonalizeError(f"cannot add class {name!r}: the head is full (all max_classes="
+                                   f"{self.max_classes} classes are in use); remove a class or convert "
+                                   "with a larger max_classes")
         row = self._head_row_size()
         out = self._run("add_class", kernel_row=np.zeros(row, np.float32), bias=np.float32(0),
                         mean_weight=np.float32(1))
@@ -766,8 +865,15 @@ class Personalizer:
         except (KeyError, ValueError, TypeError) as e:
             raise PersonalizeError(f"{weights!r} is not a Personalizer state: {e}") from None
         kernel = found.get(self.meta["head_kernel"])
-        if kernel is None or kernel.ndim != 2 or kernel.shape[0] != len(classes):
-            raise PersonalizeError(f"{weights!r}: the head's kernel does not match its {len(classes)} class names")
+        if self.max_classes is None:
+            rows, fits = None if kernel is None or kernel.ndim != 2 else kernel.shape[0], True
+        else:  # the kernel has max_classes rows; the count in use is a variable
+            active = found.get(self.meta["head_active_classes"])
+            rows = None if active is None or active.shape != () else int(active)
+            fits = kernel is not None and kernel.shape[:1] == (self.max_classes,)
+        if rows != len(classes) or not fits:
+            raise PersonalizeError(f"{weights!r}: the head's kernel does not match its {len(classes)} class names"
+                                   + ("" if self.max_classes is None else f" and max_classes={self.max_classes}"))
         with np.load(os.path.join(directory, "samples.npz")) as z:  # object (pickled) arrays are refused
             labels = z["labels"].astype(np.int64)
             bottlenecks, images, stale = z["bottlenecks"], z["images"], bool(z["stale"])
@@ -784,7 +890,7 @@ class Personalizer:
         return self
 
 
-def _make_interpreter(model: bytes, backend: str):
+def _make_interpreter(model: bytes, backend: str, max_classes=None):
     if backend == "litetrain":
         from .interpreter import Interpreter
         return Interpreter(model_content=model)
@@ -793,8 +899,10 @@ def _make_interpreter(model: bytes, backend: str):
             from ai_edge_litert.interpreter import Interpreter, OpResolverType
         except ImportError:
             raise PersonalizeError("backend='litert' needs the ai-edge-litert package") from None
-        # builtin kernels without the XNNPACK delegate: it miscomputes subgraphs that read a variable
-        # after it was resized (see the module doc)
+        if max_classes is not None:  # every variable has a static shape: the default (XNNPACK) is right
+            return Interpreter(model_content=model)
+        # a resizable head: builtin kernels without the XNNPACK delegate, which keeps a resource
+        # variable at its first shape (see the module doc)
         return Interpreter(model_content=model,
                            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     raise PersonalizeError(f"unknown backend {backend!r}; use 'litetrain' or 'litert'")
@@ -855,6 +963,9 @@ def add_command(commands) -> None:
                    help="also train the base: N (last N stages) | bias | trainable | comma-separated module "
                         "path prefixes (e.g. features.17,features.18 for the pretrained mobilenet_v2)")
     c.add_argument("--learning-rate", type=float, default=0.001, help="Adam's default learning rate")
+    c.add_argument("--max-classes", type=int, default=None,
+                   help="a fixed-capacity head of K rows (up to K classes; every variable has a static shape, "
+                        "so LiteRT's default XNNPACK delegate runs the file); default: a resizable head")
     c.add_argument("--out", required=True, help="where to write the .tflite file")
     for name, text in (("add", "add images of one class"), ("train", "train for some epochs"),
                        ("predict", "print the most probable class of images"), ("remove", "remove a class")):
@@ -884,7 +995,8 @@ def run_command(args) -> int:
             elif finetune is not None and finetune not in ("bias", "biases", "trainable"):
                 finetune = [p for p in finetune.split(",") if p]
             p = Personalizer.create(base_from_name(args.base, args.size), head=args.head, finetune=finetune,
-                                    optimizer=Adam(args.learning_rate), path=args.out)
+                                    optimizer=Adam(args.learning_rate), path=args.out,
+                                    max_classes=args.max_classes)
             print(f"wrote {args.out}: signatures {', '.join(p._interpreter.get_signature_list())}")
             return 0
         p = Personalizer(args.model)

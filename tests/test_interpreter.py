@@ -181,3 +181,17 @@ def test_tracing_two_models_in_one_process_does_not_mix():
 def test_unknown_signature_method_at_conversion():
     with pytest.raises(ValueError, match="no @signature method 'fit'"):
         lt.convert(Classifier(), signatures=["fit"])
+
+
+def test_signature_outputs_merged_by_common_subexpression_elimination():
+    """Two outputs computed the same way become one tensor in the file; both names still answer."""
+    class Twice(lt.Module):
+        @lt.signature(x=lt.TensorSpec([None, 3]))
+        def f(self, x):
+            return {"a": lt.ops.tanh(x), "b": lt.ops.tanh(x)}
+
+    data = lt.convert(Twice(), ["f"])
+    x = np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3)
+    out = lt.Interpreter(model_content=data).get_signature_runner("f")(x=x)
+    np.testing.assert_array_equal(out["a"], np.tanh(x))
+    np.testing.assert_array_equal(out["b"], out["a"])

@@ -1,6 +1,8 @@
 """Transfer learning with one personalization file (litetrain.personalize) against independent
 implementations: head training vs PyTorch (also across adding a class), the added class vs the
-old predictions, LiteRT vs litetrain's interpreter, save/restore across grown heads, bad input."""
+old predictions, LiteRT vs litetrain's interpreter, save/restore across grown heads, bad input.
+Both head modes: resizable, and fixed capacity (`max_classes`) in LiteRT's default (XNNPACK)
+configuration, and the two modes against each other."""
 import os
 
 import numpy as np
@@ -112,6 +114,16 @@ def tiny_file():
     return convert_personalization(tiny_base(), "softmax", num_classes=1, optimizer=lt.optim.Adam(0.01))
 
 
+@pytest.fixture(scope="module")
+def capacity_file():
+    """The same model with a fixed-capacity head: 6 rows, 1 in use."""
+    return convert_personalization(tiny_base(), "softmax", num_classes=1, optimizer=lt.optim.Adam(0.01),
+                                   max_classes=6)
+
+
+both_modes = pytest.mark.parametrize("model", ["tiny_file", "capacity_file"], ids=["resizable", "capacity"])
+
+
 def _trained_four(model, backend="litetrain"):
     p = Personalizer(model, backend=backend)
     for c, name in enumerate(["red", "green", "blue", "yellow"]):
@@ -120,8 +132,9 @@ def _trained_four(model, backend="litetrain"):
     return p
 
 
-def test_fifth_class_keeps_old_predictions_then_is_learned(tiny_file):
-    p = _trained_four(tiny_file)
+@both_modes
+def test_fifth_class_keeps_old_predictions_then_is_learned(model, request):
+    p = _trained_four(request.getfixturevalue(model))
     held_out = np.concatenate([images_of(c, 10, seed=1) for c in range(4)])
     truth = np.repeat(np.arange(4), 10)
     infer = p._interpreter.get_signature_runner("infer")
@@ -203,8 +216,10 @@ def test_litert_runs_the_portable_file_like_litetrain():
     assert saved["head/kernel"].shape == (4, 32)
 
 
-def test_personalizer_on_litert_matches_litetrain(tiny_file):
-    a, b = _trained_four(tiny_file), _trained_four(tiny_file, backend="litert")
+@both_modes
+def test_personalizer_on_litert_matches_litetrain(model, request):
+    data = request.getfixturevalue(model)  # LiteRT's default (XNNPACK) for the capacity file
+    a, b = _trained_four(data), _trained_four(data, backend="litert")
     test = np.concatenate([images_of(c, 3, seed=5) for c in range(4)])
     np.testing.assert_allclose(a.predict_proba(test), b.predict_proba(test), rtol=1e-4, atol=1e-6)
     a.add_samples(images_of(4, 6, seed=0), "cyan")
@@ -213,13 +228,163 @@ def test_personalizer_on_litert_matches_litetrain(tiny_file):
     np.testing.assert_allclose(a.predict_proba(test), b.predict_proba(test), rtol=1e-4, atol=1e-6)
 
 
+# -- fixed capacity (max_classes): LiteRT's default configuration, and the resizable mode -------------
+def _litert_default(data):
+    litert = pytest.importorskip("ai_edge_litert.interpreter", reason="LiteRT is the reference runtime")
+    return litert.Interpreter(model_content=data)  # no resolver option: the XNNPACK delegate is active
+
+
+def test_capacity_file_in_litert_default_configuration_matches_litetrain():
+    """The point of max_classes: with every variable of a static shape, LiteRT's default interpreter
+    (XNNPACK) adds a fifth class, trains, removes a class, saves and restores like litetrain's."""
+    data = convert_personalization(tiny_base(), "mlp:16", num_classes=4, optimizer=lt.optim.Adam(0.01),
+                                   max_classes=6)
+    ours, theirs = lt.Interpreter(model_content=data), _litert_default(data)
+    rng = np.random.default_rng(0)
+    x = rng.random((6, SIZE, SIZE, 3), dtype=np.float32) * 255
+
+    def both(name, interpreters=(ours, theirs), **inputs):
+        a, b = (i.get_signature_runner(name)(**inputs) for i in interpreters)
+        _close(a, b, name)
+        return a
+
+    feats = both("load", images=x)["bottleneck"]
+    both("infer", images=x)
+    lr = np.float32(0.01)
+    for _ in range(3):
+        both("train", bottlenecks=feats, labels=np.array([0, 1, 2, 3, 0, 1], np.int32), learning_rate=lr)
+    assert int(both("add_class", kernel_row=np.zeros(16, np.float32), bias=np.float32(0),
+                    mean_weight=np.float32(1))["num_classes"]) == 5
+    losses = [float(both("train", bottlenecks=feats, labels=np.array([4, 4, 0, 1, 2, 3], np.int32),
+                         learning_rate=lr)["loss"]) for _ in range(3)]
+    assert losses[-1] < losses[0]
+    assert both("infer", images=x)["probabilities"].shape == (6, 5)  # [batch, classes in use]
+    assert int(both("remove_class", index=np.int32(1))["num_classes"]) == 4
+    both("train", bottlenecks=feats, labels=np.array([3, 3, 0, 1, 2, 0], np.int32), learning_rate=lr)
+    assert both("infer_bottlenecks", bottlenecks=feats)["logits"].shape == (6, 4)
+    saved = both("save")
+    assert saved["head/kernel"].shape == (6, 16) and int(saved["head/active_classes"]) == 4
+    fresh_ours, fresh_theirs = lt.Interpreter(model_content=data), _litert_default(data)
+    for interpreter in (fresh_ours, fresh_theirs):
+        interpreter.get_signature_runner("restore")(**saved)
+    restored = (fresh_ours, fresh_theirs)
+    _close(both("infer", interpreters=restored, images=x), both("infer", images=x), "restored infer")
+    _close(both("train", interpreters=restored, bottlenecks=feats, labels=np.array([0, 1, 2, 3, 3, 2], np.int32),
+                learning_rate=lr),
+           both("train", bottlenecks=feats, labels=np.array([0, 1, 2, 3, 3, 2], np.int32), learning_rate=lr),
+           "restored train")
+
+
+@pytest.mark.parametrize("kind", ["softmax", "mlp:8"])
+def test_capacity_and_resizable_heads_compute_the_same(kind):
+    """Two implementations of one head: the same probabilities and losses, step by step, across
+    add_class and remove_class; the capacity head's inactive rows (and their Adam slots) stay zero."""
+    d, rng = 12, np.random.default_rng(5)
+    files = [convert_personalization(BaseModel(lt.nn.Sequential([lt.nn.Flatten(), lt.nn.Dense(d)]),
+                                               Preprocessing((2, 2), 3)),
+                                     kind, num_classes=3, optimizer=lt.optim.Adam(0.05), max_classes=k)
+             for k in (None, 5)]  # bottlenecks go in directly: the two bases need not agree
+    resizable, capacity = (lt.Interpreter(model_content=f) for f in files)
+    r, c = resizable.get_signature_runner, capacity.get_signature_runner
+    start_r, start_c = resizable.get_variables(), capacity.get_variables()
+    np.testing.assert_array_equal(start_c["head/kernel"][:3], start_r["head/kernel"])  # the same initial head
+    centres = rng.normal(size=(4, d)).astype(np.float32)
+    x = (centres[rng.integers(0, 4, 10)] + rng.normal(size=(10, d)) * 0.3).astype(np.float32)
+    row = 8 if kind == "mlp:8" else d
+    classes, losses = 3, []
+    for step, event in enumerate([None, None, "add", None, None, "remove0", None, "add", "remove2", None, None]):
+        if event == "add":
+            inputs = dict(kernel_row=rng.normal(size=row).astype(np.float32) * 0.1, bias=np.float32(0.2),
+                          mean_weight=np.float32(0.5))
+            assert int(r("add_class")(**inputs)["num_classes"]) == int(c("add_class")(**inputs)["num_classes"])
+            classes += 1
+        elif event:
+            index = np.int32(event[-1])
+            counts = [int(f("remove_class")(index=index)["num_classes"]) for f in (r, c)]
+            assert counts[0] == counts[1]
+            classes -= 1
+        y = rng.integers(0, classes, 10).astype(np.int32)
+        lr = np.float32(0.05)
+        a = float(r("train")(bottlenecks=x, labels=y, learning_rate=lr)["loss"])
+        b = float(c("train")(bottlenecks=x, labels=y, learning_rate=lr)["loss"])
+        losses.append((a, b))
+        pa, pc = (f("infer_bottlenecks")(bottlenecks=x)["probabilities"] for f in (r, c))
+        assert pa.shape == pc.shape == (10, classes), step
+        np.testing.assert_allclose(pc, pa, rtol=1e-5, atol=1e-7, err_msg=f"step {step}")
+    np.testing.assert_allclose([b for _, b in losses], [a for a, _ in losses], rtol=1e-5)
+    assert losses[-1][0] < losses[0][0]
+    vr, vc = resizable.get_variables(), capacity.get_variables()
+    assert int(vc["head/active_classes"]) == classes == vr["head/bias"].shape[0]
+    for name, value in vr.items():  # every class variable: the rows in use agree, the others are zero
+        if vc[name].shape != value.shape:
+            np.testing.assert_allclose(vc[name][:classes], value, rtol=1e-4, atol=1e-6, err_msg=name)
+            assert not np.any(vc[name][classes:]), name
+
+
+def test_a_full_head_refuses_add_class_and_changes_nothing(capacity_file):
+    p = Personalizer(capacity_file)
+    for c in range(5):
+        p.add_samples(images_of(c, 3, seed=0), f"c{c}")
+    p.add_class("c5")  # the sixth and last row
+    p.train(epochs=1, seed=0)
+    before = p.variables()
+    with pytest.raises(PersonalizeError, match=r"head is full \(all max_classes=6"):
+        p.add_samples(images_of(0, 1, seed=0), "one too many")
+    with pytest.raises(lt.ExecutionError, match="head is full"):  # the file itself refuses too
+        p._interpreter.get_signature_runner("add_class")()
+    theirs = _litert_default(capacity_file)
+    theirs.get_signature_runner("restore")(**before)
+    with pytest.raises(RuntimeError, match="GATHER"):  # LiteRT: the same check (its message is generic)
+        theirs.get_signature_runner("add_class")(kernel_row=np.zeros(512, np.float32), bias=np.float32(0),
+                                                 mean_weight=np.float32(1))
+    for name, value in before.items():
+        np.testing.assert_array_equal(p.variables()[name], value, err_msg=name)
+        np.testing.assert_array_equal(theirs.get_signature_runner("save")()[name], value, err_msg=name)
+    assert p.classes == [f"c{c}" for c in range(6)] and p.num_samples == 15
+    p.remove_class("c2")  # a row is free again
+    assert p.add_class("new") == 5
+
+
+def test_capacity_labels_beyond_the_classes_in_use_fail_before_any_change(capacity_file):
+    """A label in [n, max_classes) has a row, but not a class: both runtimes refuse it in the graph."""
+    p = _trained_four(capacity_file)
+    before = p.variables()
+    feats = np.ones((2, 512), np.float32)
+    theirs = _litert_default(capacity_file)
+    theirs.get_signature_runner("restore")(**before)
+    with pytest.raises(lt.ExecutionError, match="out of range"):
+        p._interpreter.get_signature_runner("train")(bottlenecks=feats, labels=np.array([0, 4], np.int32))
+    with pytest.raises(RuntimeError, match="GATHER"):
+        theirs.get_signature_runner("train")(bottlenecks=feats, labels=np.array([0, 4], np.int32),
+                                             learning_rate=np.float32(0.01))
+    with pytest.raises(lt.ExecutionError, match="out of range"):
+        p._interpreter.get_signature_runner("remove_class")(index=np.int32(4))
+    for name, value in before.items():
+        np.testing.assert_array_equal(p.variables()[name], value, err_msg=name)
+        np.testing.assert_array_equal(theirs.get_signature_runner("save")()[name], value, err_msg=name)
+
+
+def test_capacity_mode_is_in_the_metadata_and_checked():
+    data = convert_personalization(tiny_base(), "mlp:8", num_classes=2, max_classes=3)
+    meta = read_metadata(data)
+    assert meta["max_classes"] == 3 and meta["head"]["max_classes"] == 3
+    assert meta["head_active_classes"] == "head/active_classes"
+    assert read_metadata(convert_personalization(tiny_base()))["max_classes"] is None
+    with pytest.raises(PersonalizeError, match="max_classes must be at least num_classes=4"):
+        convert_personalization(tiny_base(), num_classes=4, max_classes=3)
+    with pytest.raises(PersonalizeError, match="made with max_classes=None"):
+        convert_personalization(tiny_base(), lt.heads.SoftmaxClassifier(512, 2), max_classes=3)
+
+
 # -- save / restore across grown heads ----------------------------------------------------------------
-def test_state_of_a_grown_head_resumes_into_the_original_file(tiny_file, tmp_path):
-    p = _trained_four(tiny_file)
+@both_modes
+def test_state_of_a_grown_head_resumes_into_the_original_file(model, request, tmp_path):
+    data = request.getfixturevalue(model)
+    p = _trained_four(data)
     p.add_samples(images_of(4, 12, seed=0), "cyan")
     p.train(epochs=2, seed=1)
     p.save(tmp_path / "state")
-    q = Personalizer(tiny_file).resume(tmp_path / "state")  # a fresh interpreter of the 1-class file
+    q = Personalizer(data).resume(tmp_path / "state")  # a fresh interpreter of the 1-class file
     assert q.classes == p.classes and q.num_samples == p.num_samples
     for name, value in p.variables().items():
         np.testing.assert_array_equal(q.variables()[name], value, err_msg=name)
@@ -342,6 +507,23 @@ def test_cli_create_add_train_predict(tmp_path, capsys):
     assert "epoch 2/2: loss" in out and files["red"][0] in out
     assert main(["personalize", "remove", "--model", model, "--state", state, "--label", "blue"]) == 2
     assert "unknown class 'blue'" in capsys.readouterr().err
+
+
+def test_cli_max_classes_makes_a_fixed_capacity_file(tmp_path, capsys, monkeypatch):
+    PIL = pytest.importorskip("PIL.Image", reason="Pillow writes the test's image files")
+    from litetrain import personalize
+    from litetrain.cli import main
+    monkeypatch.setattr(personalize, "base_from_name", lambda name, size=None: tiny_base())
+    model, state = str(tmp_path / "m.tflite"), str(tmp_path / "state")
+    assert main(["personalize", "create", "--max-classes", "2", "--out", model]) == 0
+    assert read_metadata(open(model, "rb").read())["max_classes"] == 2
+    for c, name in enumerate(["red", "green", "blue"]):
+        f = str(tmp_path / f"{name}.png")
+        PIL.fromarray(np.clip(images_of(c, 1, seed=0)[0], 0, 255).astype(np.uint8)).save(f)
+        code = main(["personalize", "add", "--model", model, "--state", state, "--label", name, f])
+        assert code == (0 if c < 2 else 2)
+    assert "cannot add class 'blue': the head is full (all max_classes=2" in capsys.readouterr().err
+    assert Personalizer(model).resume(state).classes == ["red", "green"]
 
 
 # -- fine-tuning the base -----------------------------------------------------------------------------
