@@ -27,13 +27,14 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import error_text, median_ms  # noqa: E402
 
 ENGINES = ("litetrain", "pytorch", "litert")
 MODELS = {
@@ -58,19 +59,8 @@ def inputs(model, seed=0):
     return x, y
 
 
-def _median_ms(fn, steps, warmup):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
 
 
-def _error(e):
-    return f"{type(e).__name__}: {str(e).splitlines()[0][:80]}"
 
 
 def worker(engine, model, model_path, steps, warmup, threads):
@@ -80,7 +70,7 @@ def worker(engine, model, model_path, steps, warmup, threads):
         import litetrain as lt
         train = lt.Interpreter(model_path=model_path).get_signature_runner("train")
         out["first_loss"] = float(train(x=x, y=y)["loss"])
-        out["train_ms"] = _median_ms(lambda: train(x=x, y=y), steps, warmup)
+        out["train_ms"] = median_ms(lambda: train(x=x, y=y), steps, warmup)
     elif engine == "pytorch":
         import torch
         from litetrain.models.torch_reference import to_torch
@@ -98,7 +88,7 @@ def worker(engine, model, model_path, steps, warmup, threads):
             opt.step()
             return loss.item()
         out["first_loss"] = step()
-        out["train_ms"] = _median_ms(step, steps, warmup)
+        out["train_ms"] = median_ms(step, steps, warmup)
     elif engine == "litert":
         import importlib.metadata
         from ai_edge_litert import interpreter as litert
@@ -106,9 +96,9 @@ def worker(engine, model, model_path, steps, warmup, threads):
         try:
             train = litert.Interpreter(model_path=model_path, num_threads=threads or None).get_signature_runner("train")
             out["first_loss"] = float(np.asarray(train(x=x, y=y)["loss"]).reshape(()))
-            out["train_ms"] = _median_ms(lambda: train(x=x, y=y), steps, warmup)
+            out["train_ms"] = median_ms(lambda: train(x=x, y=y), steps, warmup)
         except Exception as e:  # a runtime that cannot load or run the file: the table says why
-            out["train_error"] = _error(e)
+            out["train_error"] = error_text(e)
     print(json.dumps(out))
 
 

@@ -30,13 +30,14 @@ import json
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import error_text, median_ms  # noqa: E402
 
 ENGINES = ("litetrain", "pytorch", "litert")
 
@@ -63,22 +64,13 @@ def _inputs(batch, seed=0):
     return x, y
 
 
-def _median_ms(fn, steps, warmup):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
 
 
 def _measure(name, call, steps, warmup):
     try:
-        return {f"{name}_ms": _median_ms(call, steps, warmup)}
+        return {f"{name}_ms": median_ms(call, steps, warmup)}
     except Exception as e:  # an engine that cannot run a signature: show why in the table
-        return {f"{name}_error": f"{type(e).__name__}: {str(e).splitlines()[0][:90]}"}
+        return {f"{name}_error": error_text(e)}
 
 
 # -- workers (one engine per process) ------------------------------------------------------------
@@ -140,7 +132,7 @@ def worker(engine, model_path, weights_path, batch, steps, warmup, threads):
                 try:
                     runner = interp.get_signature_runner(name)
                 except Exception as e:
-                    out[f"{name}_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:90]}"
+                    out[f"{name}_error"] = error_text(e)
                     continue
                 if name == "train":
                     try:

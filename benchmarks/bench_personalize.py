@@ -36,13 +36,14 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import error_text, median_ms  # noqa: E402
 
 ENGINES = ("litetrain", "pytorch", "litert", "litert_xnnpack")
 WORKLOADS = ("head", "finetune")
@@ -60,19 +61,8 @@ def inputs(workload, args, seed=0):
     return x, y
 
 
-def _median_ms(fn, steps, warmup):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
 
 
-def _error(e):
-    return f"{type(e).__name__}: {str(e).splitlines()[0][:80]}"
 
 
 def _torch_step(workload, model_path, x, y):
@@ -135,9 +125,9 @@ def worker(engine, workload, model_path, args):
                                 experimental_op_resolver_type=kind).get_signature_runner(signature)
             step = lambda: float(np.asarray(train(**feed)["loss"]).reshape(()))  # noqa: E731
         out["first_loss"] = step()
-        out["train_ms"] = _median_ms(step, steps, warmup)
+        out["train_ms"] = median_ms(step, steps, warmup)
     except Exception as e:  # a runtime that cannot load or run the file: the table says why
-        out["train_error"] = _error(e)
+        out["train_error"] = error_text(e)
     print(json.dumps(out))
 
 

@@ -19,22 +19,16 @@ line is each engine's loss on the first step: they must agree. Speed is never as
 from __future__ import annotations
 
 import argparse
+import os
 import platform
-import statistics
-import time
+import sys
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import median_ms  # noqa: E402
 
-def _median_ms(fn, steps, warmup=5):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+
 
 
 def main():
@@ -106,8 +100,8 @@ def main():
         print(f"LiteRT skipped: {e}")
     first = {name: float(np.asarray(run(x=x, mask=mask, y=y)["loss"]).reshape(())) for name, run in engines.items()}
     first["PyTorch"] = torch_step()
-    times = {name: _median_ms(lambda run=run: run(x=x, mask=mask, y=y), args.steps) for name, run in engines.items()}
-    times["PyTorch"] = _median_ms(torch_step, args.steps)
+    times = {name: median_ms(lambda run=run: run(x=x, mask=mask, y=y), args.steps) for name, run in engines.items()}
+    times["PyTorch"] = median_ms(torch_step, args.steps)
 
     print(f"{args.cell}({args.units}) train step, batch {b}, length {t} (masked, lengths {lengths.min()}-{t}), "
           f"{features} features, Adam; median of {args.steps} steps; {platform.machine()}, Python "

@@ -294,6 +294,42 @@ def test_litert_runs_imported_files():
         np.testing.assert_allclose(np.asarray(after_theirs[k]), after_ours[k], rtol=1e-3, atol=1e-5, err_msg=k)
 
 
+def test_litert_takes_gradients_of_a_wide_depthwise_convolution_on_a_batch(tmp_path):
+    """A trainable depthwise convolution of 640 channels on a batch of 8 (as MobileNetV2's 960-channel
+    blocks in a fine-tuning step): LiteRT's float DEPTHWISE_CONV_2D never returns above 4832 output
+    channels, so the filter gradient must not fold the batch into the channels. LiteRT runs in a
+    subprocess with a time limit: a regression fails here instead of hanging the suite."""
+    pytest.importorskip("ai_edge_litert.interpreter", reason="ai-edge-litert is the TFLite oracle")
+    nn = torch.nn
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 640, 1), nn.Conv2d(640, 640, 3, 2, 1, groups=640), nn.ReLU6(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(640, 3))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 3, 5, 5)).astype(np.float32)
+    y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 8)]
+    net = from_torch(model, torch.from_numpy(x[:1]), trainable=["1"])
+    path, out = tmp_path / "wide_depthwise.tflite", tmp_path / "litert.npz"
+    path.write_bytes(lt.convert(wrap(net, x.shape[1:], classes=3), signatures=["grads"]))
+    np.savez(tmp_path / "in.npz", x=x, y=y)
+    code = ("import sys, numpy as np; from ai_edge_litert.interpreter import Interpreter, OpResolverType\n"
+            "d = np.load(sys.argv[2]); r = Interpreter(model_path=sys.argv[1], experimental_op_resolver_type="
+            "OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES).get_signature_runner('grads')\n"
+            "np.savez(sys.argv[3], **r(x=d['x'], y=d['y']))")
+    subprocess.run([sys.executable, "-c", code, str(path), str(tmp_path / "in.npz"), str(out)], check=True,
+                   timeout=60)
+    theirs = np.load(out)
+    ours = lt.Interpreter(model_path=str(path)).get_signature_runner("grads")(x=x, y=y)
+    torch_loss = F.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y.argmax(1)))
+    torch_loss.backward()
+    kernel = model[1].weight.grad.numpy().transpose(1, 2, 3, 0)  # depthwise [1, kh, kw, C]
+    assert [v.path for v in net.trainable_variables] == [f"{net.path}/1/weight", f"{net.path}/1/bias"]
+    assert float(ours["loss"]) == pytest.approx(torch_loss.item(), rel=1e-5)
+    np.testing.assert_allclose(ours["g0"], kernel, rtol=1e-4, atol=1e-6)
+    for k in ours:
+        np.testing.assert_allclose(np.asarray(theirs[k]).reshape(np.shape(ours[k])), ours[k], rtol=1e-4, atol=1e-6,
+                                   err_msg=k)
+
+
 # -- names, errors, optional dependencies ------------------------------------------------------------------------
 def test_variables_are_named_by_torch_path_and_trainable_prefixes_select_them():
     model = torch_zoo.mobilenet_v2(num_classes=10)

@@ -12,8 +12,8 @@ training file runs on stock LiteRT, where TensorFlow's own converter needs Flex 
                transposed output gradient [O, Ho, Wo, N] as filter (stride <-> dilation swap);
                1x1 stride-1 convolutions take two BATCH_MATMULs instead.
 - depthwise:   input gradient = DEPTHWISE_CONV_2D of the output gradient (zeros interleaved for
-               strides, padded) with the spatially flipped filter; filter gradient = DEPTHWISE_CONV_2D
-               of [1, H, W, N*C] with [1, Ho, Wo, N*C*M] as filter, summed over N.
+               strides, padded) with the spatially flipped filter; filter gradient = per kernel tap,
+               the strided slice of the input the tap reads times the output gradient, summed.
 - transpose_conv: input gradient = CONV_2D; filter gradient = CONV_2D over transposed operands.
 
 Kernels use stride tricks with tensordot/matmul, or loop over kernel taps (never over pixels). The
@@ -443,19 +443,27 @@ def _depthwise_input_grad(g, w, win: _Window, m):
 
 
 def _depthwise_filter_grad(x, g, win: _Window, m):
-    """d filter of a depthwise convolution: batch and channels folded into the channels of one
-    image, [1, H, W, N*C], correlated with the output gradient [1, Ho, Wo, N*C*M] as the filter
-    (stride and dilation swap places), then summed over the batch."""
-    from . import reduce_sum, reshape, transpose
+    """d filter of a depthwise convolution, one kernel tap at a time: the input pixels the tap reads
+    (a strided slice [N, Ho, Wo, C]) times the output gradient, summed over batch and pixels; the
+    kh*kw sums [C*M] are concatenated. (Not one DEPTHWISE_CONV_2D with batch and channels folded
+    into N*C*M channels: LiteRT's float depthwise kernel never returns above 4832 output channels,
+    which MobileNetV2's 960-channel blocks reach at a batch of 6.)"""
+    from . import concat, mul, reduce_sum, reshape, strided_slice
     c = x.shape[3]
     hn, wn = (win.ho - 1) * win.sh + (win.kh - 1) * win.dh + 1, (win.wo - 1) * win.sw + (win.kw - 1) * win.dw + 1
     xf = _fit_hw(x, (win.pt, hn), (win.pl, wn))
-    xt = reshape(transpose(xf, [1, 2, 0, 3]), [1, hn, wn, -1])
-    gt = reshape(transpose(g, [1, 2, 0, 3]), [1, win.ho, win.wo, -1])
-    d = depthwise_conv_2d(xt, gt, padding="VALID", strides=(win.dh, win.dw), dilations=(win.sh, win.sw),
-                          depth_multiplier=m)
-    d = reduce_sum(reshape(d, [win.kh, win.kw, -1, c * m]), [2])
-    return reshape(d, [1, win.kh, win.kw, c * m])
+    if m > 1:  # filter channel c*M + k reads input channel c
+        g = reshape(g, [-1, win.ho * win.wo, c, m])
+    taps = []
+    for i in range(win.kh):
+        for j in range(win.kw):
+            r, s = i * win.dh, j * win.dw
+            xs = strided_slice(xf, [0, r, s, 0], [0, r + (win.ho - 1) * win.sh + 1, s + (win.wo - 1) * win.sw + 1, 0],
+                               [1, win.sh, win.sw, 1], begin_mask=0b1001, end_mask=0b1001)  # [N, Ho, Wo, C]
+            if m > 1:
+                xs = reshape(xs, [-1, win.ho * win.wo, c, 1])
+            taps.append(reshape(reduce_sum(mul(xs, g), [0, 1] if m > 1 else [0, 1, 2]), [1, c * m]))
+    return reshape(concat(taps, 0), [1, win.kh, win.kw, c * m])
 
 
 # -- the frontend functions -----------------------------------------------------------------------------
