@@ -98,8 +98,9 @@ def find_layers(program: Program, signature: str | None = None) -> list[Layer]:
         if not weights:
             continue
         base = _STRIP.sub("", fn.tensors[node.outputs[0]].name.split(";")[-1])
-        if "/" not in base:  # e.g. "StatefulPartitionedCall:0", "Identity": no layer name in the file
-            base = node.op
+        if "/" not in base and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", base) or \
+                base.startswith(("StatefulPartitionedCall", "PartitionedCall", "Identity")):
+            base = node.op  # e.g. "StatefulPartitionedCall:0", "Identity": no layer name in the file
         n = taken.get(base, 0)
         taken[base] = n + 1
         name = base if n == 0 else f"{base}_{n}"
@@ -187,7 +188,8 @@ class _Replay:
     def __init__(self, program, fn, params: dict[int, Param], via_nodes: set[int]):
         self.program, self.fn, self.params, self.via_nodes = program, fn, params, via_nodes
 
-    def run(self, fb, inputs: dict, split: bool):
+    def run(self, fb, inputs: dict, split: bool, stop: int | None = None):
+        """Emit the nodes (all, or until tensor `stop` is computed); returns tensor -> traced value."""
         from . import ops
         env = dict(inputs)
         tainted = set()
@@ -228,7 +230,82 @@ class _Replay:
                 env[o] = t
                 if on_path:
                     tainted.add(o)
+            if stop is not None and stop in env:
+                break
         return env
+
+
+class TFLiteModule(Module):
+    """An inference .tflite file's serving function as a litetrain layer, `net(x, training=False)`:
+    its nodes are replayed into whatever function calls it (a base model for transfer learning, say).
+
+    output: "bottleneck" (default: the input of the serving function's last FULLY_CONNECTED, the
+    features a classifier reads; the only output when there is none), a serving output's name, or
+    the name of any tensor of the serving function. trainable: None (every weight stays a constant
+    of the file) or a choice of `select_weights` ("last:N", "biases", names or patterns): those
+    weights become Params (trainable) named "<layer>/<role>". `stages` lists, per layer that has
+    Params, its Params in execution order (what fine-tuning "the last N stages" counts)."""
+
+    def __init__(self, model, output="bottleneck", trainable=None, signature=None, name=None):
+        from .tflite import read_model
+        if isinstance(model, (str, os.PathLike)):
+            with open(model, "rb") as f:
+                model = f.read()
+        program = read_model(bytes(model)) if not isinstance(model, Program) else model
+        sig = _serving(program, signature)
+        if len(sig.inputs) != 1:
+            raise MakeTrainableError(f"a base model takes one input; signature {sig.key!r} has {sorted(sig.inputs)}")
+        fn = program.functions[sig.function]
+        self.name = name
+        self._input = next(iter(sig.inputs.values()))
+        self.input_shape = tuple(fn.tensors[self._input].shape)
+        self._output = self._find_output(fn, sig, output)
+        layers = find_layers(program, sig.key)
+        made_by = _producers(fn)
+        needed = self._ancestors(fn, made_by, self._output)
+        layers = [layer for layer in layers if layer.node in needed]
+        chosen = select_weights(layers, trainable) if trainable is not None else []
+        params = {}
+        for w in chosen:
+            params[w.tensor] = self.add_state(w.name, Param(np.array(w.value, np.float32 if w.via is not None else None)))
+        self.stages = [[params[w.tensor] for w in layer.weights if w.tensor in params] for layer in layers]
+        self.stages = [stage for stage in self.stages if stage]
+        self.layer_names = [layer.name for layer in layers]
+        self._replay = _Replay(program, fn, params, {w.via for w in chosen if w.via is not None})
+
+    @staticmethod
+    def _find_output(fn, sig, output) -> int:
+        if output == "bottleneck":
+            fcs = [n for n in fn.nodes if n.op == "fully_connected"]
+            if fcs:
+                return fcs[-1].inputs[0]
+            if len(sig.outputs) == 1:
+                return next(iter(sig.outputs.values()))
+            raise MakeTrainableError(f"the file has no FULLY_CONNECTED classifier and several outputs "
+                                     f"{sorted(sig.outputs)}: name the output to use")
+        if output in sig.outputs:
+            return sig.outputs[output]
+        named = [i for i, t in enumerate(fn.tensors) if t.name == output]
+        if len(named) == 1:
+            return named[0]
+        raise MakeTrainableError(f"no output or tensor named {output!r}; the serving outputs are {sorted(sig.outputs)} "
+                                 "(or give the name of a tensor of the serving function)")
+
+    @staticmethod
+    def _ancestors(fn, made_by, tensor) -> set:
+        """The nodes `tensor` depends on."""
+        nodes, todo = set(), [tensor]
+        while todo:
+            k = made_by.get(todo.pop())
+            if k is None or k in nodes:
+                continue
+            nodes.add(k)
+            todo.extend(i for i in fn.nodes[k].inputs if i >= 0)
+        return nodes
+
+    def __call__(self, x, training=False):
+        env = self._replay.run(x.fb, {self._input: x}, split=bool(self._replay.params), stop=self._output)
+        return env[self._output]
 
 
 def make_trainable(model, trainable="last:1", *, output=None, loss="sparse_categorical_crossentropy",

@@ -196,6 +196,31 @@ class BaseModel:
         return cls(net, Preprocessing((size, size), 3, [m / 255 for m in pre["mean"]],
                                       [s / 255 for s in pre["std"]], 255.0, "NHWC"), name=name, stages=stages)
 
+    @classmethod
+    def from_tflite(cls, model, preprocessing, output="bottleneck", trainable=None, signature=None,
+                    name="base") -> "BaseModel":
+        """An inference .tflite file (a path or bytes; NHWC images in, as TFLite files take them) as
+        the base: its serving function replayed up to `output` ("bottleneck": the input of its last
+        FULLY_CONNECTED, i.e. the classifier's features; or a serving output's or any tensor's name).
+        `preprocessing` is what the file's input expects (a file does not say it). Its weights stay
+        constants of the new file unless `trainable` picks some ("last:N", "biases", layer names or
+        patterns; see `make_trainable.select_weights`): those become Params that
+        finetune="trainable" or finetune=N (the last N layers among them) trains."""
+        from .make_trainable import MakeTrainableError, TFLiteModule
+        pre = Preprocessing.from_any(preprocessing)
+        if pre.layout != "NHWC":
+            raise PersonalizeError(f"a .tflite base takes NHWC images; the preprocessing says {pre.layout}")
+        try:
+            net = TFLiteModule(model, output=output, trainable=trainable, signature=signature, name=name)
+        except (MakeTrainableError, OSError) as e:
+            raise PersonalizeError(f"cannot use the .tflite file as a base: {e}") from None
+        want = (*pre.size, pre.channels)
+        got = tuple(net.input_shape[1:])
+        if len(net.input_shape) != 4 or any(g is not None and g != w for g, w in zip(got, want)):
+            raise PersonalizeError(f"the file takes input {list(net.input_shape)}; the preprocessing gives "
+                                   f"[batch, {want[0]}, {want[1]}, {want[2]}]")
+        return cls(net, pre, name=name, stages=net.stages)
+
     def features(self, images, training=False):
         """Graph code: NHWC pixels -> [batch, num_features]."""
         y = self.module(self.preprocessing.normalize(images), training=training)
