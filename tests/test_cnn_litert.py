@@ -10,6 +10,9 @@ noise (see MOBILENET_OPTIMIZERS: torch's own float32 gradient of MobileNetV2 at 
 float64 one). With dropout the losses agree only because litetrain's RANDOM_UNIFORM draws LiteRT's
 Philox stream, call after call.
 """
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -108,3 +111,44 @@ def test_litert_trains_mobilenet_v2_with_litetrains_losses(opt):
     make, max_gap = MOBILENET_OPTIMIZERS[opt]
     data = portable_file(MobileNetV2(alpha=0.35, input_shape=(96, 96, 3), num_classes=10), (96, 96, 3), make())
     assert_litert_follows(data, image_batches((96, 96, 3), 10, 8, 20, seed=7), moving_layers=52, max_gap=max_gap)
+
+
+def test_litert_takes_the_gradient_of_a_wide_overlapping_max_pool(tmp_path):
+    """A 3x3 stride-2 SAME max pool over 640 channels (as ResNet's stem or Inception's reductions), on a
+    batch of unknown size: its gradient must not pass a wide tensor through DEPTHWISE_CONV_2D, whose
+    float kernel in LiteRT never returns above 4832 output channels (the rule that gathered each window
+    by a depth_multiplier=9 depthwise convolution did, from 537 channels, once XNNPACK was off). LiteRT
+    runs in a subprocess with a time limit: a regression fails here instead of hanging the suite.
+    Values repeat, so ties pick each window's first maximum, as in PyTorch."""
+    torch = pytest.importorskip("torch", reason="PyTorch is the gradient oracle")
+    c = 640
+
+    class Pool(lt.Module):
+        @lt.signature(x=lt.TensorSpec([None, 9, 9, c]), g=lt.TensorSpec([None, 5, 5, c]))
+        def grads(self, x, g):
+            y = lt.ops.max_pool_2d(x, 3, 2, "SAME")
+            return {"y": y, "dx": lt.gradients(y, [x], grad_y=g)[0]}
+
+    data = lt.convert(Pool(), signatures=["grads"])
+    assert "depthwise_conv_2d" not in {n.op for f in read_model(data).functions for n in f.nodes}
+    rng = np.random.default_rng(0)
+    x = (np.round(rng.standard_normal((3, 9, 9, c)) * 2) / 2).astype(np.float32)
+    g = rng.standard_normal((3, 5, 5, c)).astype(np.float32)
+    path, out = tmp_path / "wide_max_pool.tflite", tmp_path / "litert.npz"
+    path.write_bytes(data)
+    np.savez(tmp_path / "in.npz", x=x, g=g)
+    code = ("import sys, numpy as np; from ai_edge_litert.interpreter import Interpreter, OpResolverType\n"
+            "d = np.load(sys.argv[2]); r = Interpreter(model_path=sys.argv[1], experimental_op_resolver_type="
+            "OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES).get_signature_runner('grads')\n"
+            "np.savez(sys.argv[3], **r(x=d['x'], g=d['g']))")
+    subprocess.run([sys.executable, "-c", code, str(path), str(tmp_path / "in.npz"), str(out)], check=True,
+                   timeout=60)
+    theirs = np.load(out)
+    ours = lt.Interpreter(model_content=data).get_signature_runner("grads")(x=x, g=g)
+    xt = torch.from_numpy(x.transpose(0, 3, 1, 2)).requires_grad_()
+    yt = torch.nn.functional.max_pool2d(xt, 3, 2, padding=1)  # SAME pads one pixel each side here
+    yt.backward(torch.from_numpy(g.transpose(0, 3, 1, 2)))
+    np.testing.assert_array_equal(ours["y"], yt.detach().numpy().transpose(0, 2, 3, 1))
+    np.testing.assert_allclose(ours["dx"], xt.grad.numpy().transpose(0, 2, 3, 1), rtol=1e-6, atol=1e-6)
+    for k in ours:
+        np.testing.assert_array_equal(np.asarray(theirs[k]), ours[k], err_msg=k)

@@ -442,24 +442,35 @@ def _depthwise_input_grad(g, w, win: _Window, m):
     return reduce_sum(reshape(z, [-1, win.h, win.w, c, m]), [4])
 
 
+def _window_input(x, win: _Window):
+    """x zero-padded (or cut) to exactly the rows and columns the window's taps read."""
+    hn, wn = (win.ho - 1) * win.sh + (win.kh - 1) * win.dh + 1, (win.wo - 1) * win.sw + (win.kw - 1) * win.dw + 1
+    return _fit_hw(x, (win.pt, hn), (win.pl, wn))
+
+
+def _tap_slice(xf, win: _Window, i, j):
+    """The pixels of _window_input that kernel tap (i, j) reads, one per output pixel: [N, Ho, Wo, C]."""
+    from . import strided_slice
+    r, s = i * win.dh, j * win.dw
+    return strided_slice(xf, [0, r, s, 0], [0, r + (win.ho - 1) * win.sh + 1, s + (win.wo - 1) * win.sw + 1, 0],
+                         [1, win.sh, win.sw, 1], begin_mask=0b1001, end_mask=0b1001)
+
+
 def _depthwise_filter_grad(x, g, win: _Window, m):
     """d filter of a depthwise convolution, one kernel tap at a time: the input pixels the tap reads
     (a strided slice [N, Ho, Wo, C]) times the output gradient, summed over batch and pixels; the
     kh*kw sums [C*M] are concatenated. (Not one DEPTHWISE_CONV_2D with batch and channels folded
     into N*C*M channels: LiteRT's float depthwise kernel never returns above 4832 output channels,
     which MobileNetV2's 960-channel blocks reach at a batch of 6.)"""
-    from . import concat, mul, reduce_sum, reshape, strided_slice
+    from . import concat, mul, reduce_sum, reshape
     c = x.shape[3]
-    hn, wn = (win.ho - 1) * win.sh + (win.kh - 1) * win.dh + 1, (win.wo - 1) * win.sw + (win.kw - 1) * win.dw + 1
-    xf = _fit_hw(x, (win.pt, hn), (win.pl, wn))
+    xf = _window_input(x, win)
     if m > 1:  # filter channel c*M + k reads input channel c
         g = reshape(g, [-1, win.ho * win.wo, c, m])
     taps = []
     for i in range(win.kh):
         for j in range(win.kw):
-            r, s = i * win.dh, j * win.dw
-            xs = strided_slice(xf, [0, r, s, 0], [0, r + (win.ho - 1) * win.sh + 1, s + (win.wo - 1) * win.sw + 1, 0],
-                               [1, win.sh, win.sw, 1], begin_mask=0b1001, end_mask=0b1001)  # [N, Ho, Wo, C]
+            xs = _tap_slice(xf, win, i, j)  # [N, Ho, Wo, C]
             if m > 1:
                 xs = reshape(xs, [-1, win.ho * win.wo, c, 1])
             taps.append(reshape(reduce_sum(mul(xs, g), [0, 1] if m > 1 else [0, 1, 2]), [1, c * m]))

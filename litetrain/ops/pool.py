@@ -1,10 +1,14 @@
 """Pooling (max, average; NHWC, TensorFlow Lite semantics) with gradients in builtin ops, and the
 activations mobile CNNs add (hard_swish, leaky_relu).
 
-Max pool's gradient: ARG_MAX picks each window's first maximum (as TFLite's and PyTorch's kernels
-do) and ONE_HOT * gradient routes the gradient to it. When the windows tile the image, their pixels
-are gathered by RESHAPE/TRANSPOSE; for overlapping or padded windows, by a one-hot DEPTHWISE_CONV_2D
-(multiplier kh*kw), and scattered back by that filter's depthwise input gradient.
+Max pool's gradient goes to each window's first maximum (as TFLite's and PyTorch's kernels pick it;
+padding never wins). When the windows tile the image, their pixels are gathered by RESHAPE/TRANSPOSE
+and ARG_MAX / ONE_HOT route the gradient. Overlapping or padded windows go one kernel tap at a time,
+never wider than the input's C channels: each tap's pixels by STRIDED_SLICE, a running maximum and
+the index of the tap that holds it by GREATER / SELECT_V2; then each tap's share of the gradient
+(EQUAL / SELECT_V2) spread by its stride and PADded into place, and the taps ADDed. (Not a one-hot
+DEPTHWISE_CONV_2D of multiplier kh*kw: LiteRT's float depthwise kernel never returns above 4832
+output channels, which a 3x3 pool reaches at 537 channels.)
 Average pool's gradient: the depthwise input gradient of an all-ones filter, applied to the
 gradient divided by each window's count.
 
@@ -20,7 +24,7 @@ from ..registry import Builtin, defop
 from ..trace import builder_of
 from ._util import fused
 from .conv import (_Window, _check_window, _depthwise_input_grad, _fit_hw, _need_static, _out_dim, _pair, _prepare,
-                   _rank4, _tap, _unfuse, depthwise_conv_2d)
+                   _rank4, _spread, _tap, _tap_slice, _unfuse, _window_input)
 
 POOL_ATTRS = {"padding": "SAME", "stride_w": 1, "stride_h": 1, "filter_width": 1, "filter_height": 1,
               "fused_activation_function": "NONE"}
@@ -80,7 +84,7 @@ def _pool_window(x, attrs, op):
 
 
 def _max_pool_vjp(inputs, outputs, grads, **attrs):
-    from . import add, argmax, mul, one_hot, pad, reshape
+    from . import add, argmax, equal, greater, mul, one_hot, reshape, where
     x, = inputs
     g = _unfuse(grads[0], outputs[0], attrs["fused_activation_function"])
     win = _pool_window(x, attrs, "max_pool_2d")
@@ -91,15 +95,27 @@ def _max_pool_vjp(inputs, outputs, grads, **attrs):
         first = one_hot(argmax(tiles, 2), taps, dtype=x.dtype, axis=2)
         routed = mul(first, reshape(g, [-1, win.ho * win.wo, 1, c]))
         return [_fit_hw(_untile(routed, win), (0, win.h), (0, win.w))]
-    picker = fb.const(_one_hot_taps(win.kh, win.kw, c, x.dtype), x.dtype)  # [1, kh, kw, C * T]: channel c*T + t
-    xp = pad(x, [[0, 0], [win.pt, win.pb], [win.pl, win.pr], [0, 0]]) if win.padded else x
-    seen = depthwise_conv_2d(xp, picker, padding="VALID", strides=(win.sh, win.sw), depth_multiplier=taps)
-    seen = reshape(seen, [-1, win.ho * win.wo, c, taps])
-    if win.padded:  # a tap on padding never wins
-        seen = add(seen, fb.const(_padding_penalty(win, x.dtype), x.dtype))
-    first = one_hot(argmax(seen, 3), taps, dtype=x.dtype)  # the first maximum of each window
-    routed = reshape(mul(first, reshape(g, [-1, win.ho * win.wo, c, 1])), [-1, win.ho, win.wo, c * taps])
-    return [_depthwise_input_grad(routed, picker, win, taps)]
+    # overlapping or padded windows, one tap at a time: a running first maximum and its tap index
+    xf, inside, first_inside = _window_input(x, win), *_tap_masks(win)
+    best = idx = None
+    for t in range(taps):
+        seen = _tap_slice(xf, win, t // win.kw, t % win.kw)  # [N, Ho, Wo, C]
+        if t == 0:
+            best, idx = seen, fb.const(np.int32(0))
+            continue
+        better = greater(seen, best)
+        decided = first_inside[t] | ~inside[t]  # a tap on padding never wins; a window's first inside tap does
+        if decided.any():
+            better = where(fb.const(decided), fb.const(first_inside[t]), better)
+        best = where(better, seen, best)
+        idx = where(better, fb.const(np.int32(t)), idx)
+    dx = None
+    for t in range(taps):
+        routed = where(equal(idx, fb.const(np.int32(t))), g, 0.0)
+        placed = _fit_hw(_spread(_spread(routed, 1, win.sh), 2, win.sw), (t // win.kw - win.pt, win.h),
+                         (t % win.kw - win.pl, win.w))
+        dx = placed if dx is None else add(dx, placed)
+    return [dx]
 
 
 def _avg_pool_vjp(inputs, outputs, grads, **attrs):
@@ -136,23 +152,17 @@ def _untile(t, win: _Window):
     return reshape(transpose(t, [0, 1, 3, 2, 4, 5]), [-1, win.ho * win.kh, win.wo * win.kw, c])
 
 
-def _one_hot_taps(kh, kw, c, dtype):
-    """A depthwise filter whose output channel c*T + t copies tap t of input channel c."""
-    taps = kh * kw
-    e = np.zeros((1, kh, kw, c, taps), dtype)
-    for t in range(taps):
-        e[0, t // kw, t % kw, :, t] = 1
-    return e.reshape(1, kh, kw, c * taps)
-
-
-def _padding_penalty(win: _Window, dtype):
-    """-inf for the taps of each window that fall on padding, 0 elsewhere: [1, Ho*Wo, 1, T]."""
+def _tap_masks(win: _Window):
+    """Per tap t, [1, Ho, Wo, 1] bool constants: whether the tap falls inside the image (not on
+    padding), and whether it is the first such tap of its window (row-major order)."""
     rows = np.arange(win.ho)[:, None] * win.sh - win.pt + np.arange(win.kh)[None, :]  # [Ho, kh]
     cols = np.arange(win.wo)[:, None] * win.sw - win.pl + np.arange(win.kw)[None, :]  # [Wo, kw]
     inside = ((rows >= 0) & (rows < win.h))[:, None, :, None] & ((cols >= 0) & (cols < win.w))[None, :, None, :]
-    penalty = np.where(inside, 0.0, -np.inf).astype(dtype)  # [Ho, Wo, kh, kw]
-    return penalty.reshape(1, win.ho * win.wo, 1, win.kh * win.kw)
-
+    inside = inside.reshape(win.ho, win.wo, win.kh * win.kw)
+    first = np.argmax(inside, axis=2)  # every window holds at least one input pixel
+    taps = np.arange(win.kh * win.kw)
+    return (inside.transpose(2, 0, 1)[:, None, :, :, None],
+            (first[None] == taps[:, None, None])[:, None, :, :, None])
 
 
 # -- activations of mobile CNNs -------------------------------------------------------------------------
