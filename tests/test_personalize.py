@@ -626,3 +626,47 @@ def test_cli_pretrained_bases_and_missing_packages(tmp_path, capsys, monkeypatch
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "torch" else find_spec(n, *a))
     assert main(["personalize", "create", "--base", "mobilenet_v2", "--out", model]) == 2
     assert "pip install torch" in capsys.readouterr().err
+
+
+def test_efficientnet_lite0_base_bias_only_finetuning_like_pytorch():
+    """The pretrained EfficientNet-Lite0 as a base (TF-SAME padding, pixels mapped to about [-1, 1]),
+    TinyTL-style finetune="bias": `load` gives torch's features, and `train_finetune` takes torch's
+    Adam steps on the network's biases and batch-norm offsets plus the head."""
+    from litetrain.models import torch_zoo
+    size, lr = 64, 0.003
+    try:
+        base = BaseModel.from_torch_zoo("efficientnet_lite0", size=size)
+    except PersonalizeError as e:  # the weights' pip package is absent
+        pytest.skip(str(e))
+    data = convert_personalization(base, "softmax", num_classes=3, finetune="bias", optimizer=lt.optim.Adam(lr))
+    interp = lt.Interpreter(model_content=data)
+    run = interp.get_signature_runner
+    head = {k.rsplit("/", 1)[-1]: v for k, v in interp.get_variables().items() if k.startswith("head/")}
+    model = torch_zoo.feature_extractor("efficientnet_lite0")
+    pre = torch_zoo.PREPROCESSING["efficientnet_lite0"]
+    biases = [p for name, p in model.named_parameters() if name.endswith(".bias")]
+    chosen = base.finetune_params("bias")
+    assert len(chosen) == len(biases) > 20, "every bias and batch-norm offset of the network, nothing else"
+    w = torch.nn.Parameter(torch.from_numpy(np.array(head["kernel"])))
+    b = torch.nn.Parameter(torch.from_numpy(np.array(head["bias"])))
+    opt = torch.optim.Adam(biases + [w, b], lr=lr)
+
+    def torch_features(x):
+        x = (x - np.asarray(pre["mean"], np.float32)) / np.asarray(pre["std"], np.float32)
+        return model(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))))
+
+    x = np.stack([images_of(c, 2, seed=3)[i] for c in range(3) for i in range(2)])
+    x = np.stack([resize_bilinear(img, (size, size)) for img in x]).astype(np.float32)
+    y = np.array([0, 0, 1, 1, 2, 2], np.int32)
+    with torch.no_grad():
+        np.testing.assert_allclose(run("load")(images=x)["bottleneck"], torch_features(x).numpy(), rtol=1e-4, atol=1e-4)
+    ours, theirs = [], []
+    for _ in range(3):
+        ours.append(float(run("train_finetune")(images=x, labels=y)["loss"]))
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(torch.nn.functional.linear(torch_features(x), w, b),
+                                                 torch.from_numpy(y).long())
+        loss.backward()
+        opt.step()
+        theirs.append(loss.item())
+    np.testing.assert_allclose(ours, theirs, rtol=2e-4)
