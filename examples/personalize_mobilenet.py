@@ -43,7 +43,7 @@ def load_images(classes=CLASSES, train_per_class=50, test_per_class=100, size=22
     """(train [classes, train_per_class, size, size, 3], test [classes, test_per_class, ...]) float32
     pixels in [0, 255]: Animal MNIST silhouettes, grey repeated to RGB, resized bilinearly."""
     from litetrain.data import load_animal_mnist
-    from litetrain.personalize import resize_bilinear
+    from litetrain.images import resize_bilinear
     train_x, train_y, test_x, test_y = load_animal_mnist()
 
     def pick(x, y, n):

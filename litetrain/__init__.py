@@ -7,7 +7,8 @@ from .convert import convert, trace_program
 from .interpreter import Interpreter, SignatureError, SignatureRunner
 from .make_trainable import MakeTrainableError, make_trainable
 from .module import Buffer, Module, Param, TensorSpec, signature
-from .personalize import BaseModel, Personalizer, PersonalizeError, Preprocessing, convert_personalization
+from .personalize import BaseModel, PersonalizeError, Preprocessing, convert_personalization
+from .personalizer import Personalizer
 from .runtime import ExecutionError, NonFiniteError
 from .tflite import InvalidModelError, UnsupportedOpError
 from .trace import TraceError

@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="no progress line")
     from .inspect import add_command as add_inspect
     from .make_trainable import add_command as add_make_trainable  # (lt.make_trainable is the function)
-    from .personalize import add_command as add_personalize
+    from .personalize_cli import add_command as add_personalize
     add_inspect(commands)
     add_make_trainable(commands)
     add_personalize(commands)
@@ -46,7 +46,7 @@ def main(argv=None) -> int:
         from .inspect import run_command
         return run_command(args)
     if args.command == "personalize":
-        from .personalize import run_command
+        from .personalize_cli import run_command
         return run_command(args)
     if args.command == "make-trainable":
         from .make_trainable import run_command

@@ -3,15 +3,16 @@ implementations: head training vs PyTorch (also across adding a class), the adde
 old predictions, LiteRT vs litetrain's interpreter, save/restore across grown heads, bad input.
 Both head modes: resizable, and fixed capacity (`max_classes`) in LiteRT's default (XNNPACK)
 configuration, and the two modes against each other."""
-import os
 
 import numpy as np
 import pytest
 
 import litetrain as lt
 import litetrain.models  # noqa: F401  (lt.models)
-from litetrain.personalize import (BaseModel, Personalizer, PersonalizeError, Preprocessing, read_metadata,
-                                   convert_personalization, resize_bilinear)
+from litetrain.images import resize_bilinear
+from litetrain.personalize import (BaseModel, PersonalizeError, Preprocessing, convert_personalization,
+                                   read_metadata)
+from litetrain.personalizer import Personalizer
 
 SIZE = 16
 
