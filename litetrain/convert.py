@@ -41,7 +41,8 @@ def trace_program(module: Module, signatures=None, portable_checkpoints=False, n
         if name in own:
             traced[name] = _trace_method(pb, name, own[name])
     for state in module.states():  # every variable of the module, used or not
-        pb.variable(state)
+        if not getattr(state, "_as_constant", False):  # (frozen states a caller made constants stay out)
+            pb.variable(state)
     for name in names:
         if name not in own:
             traced[name] = _READY[name](pb, module, portable_checkpoints)

@@ -62,6 +62,11 @@ file (`max_classes=K`) has no resized variable and runs in LiteRT's default conf
 (XNNPACK delegate, as on Android) with the same results. `Personalizer(..., backend="litert")`
 picks the right configuration from the file's metadata.
 
+Frozen weights: the base's weights that no signature changes (all but those `finetune=` picks, and
+its batch-norm statistics, since the base runs in inference mode) are constants of the file, not
+variables: frozen batch norms fold into their convolutions at conversion, and `save`, `restore`
+and a Personalizer's state hold only the head, the optimizer's state and the fine-tuned weights.
+
 Where things live: this module holds the file format (`Preprocessing`, `BaseModel`,
 `trace_personalization`, `convert_personalization`, `read_metadata`) and `base_from_name`;
 `Personalizer` is in litetrain.personalizer, image reading and resizing in litetrain.images, and the
@@ -497,10 +502,26 @@ def trace_personalization(base, head="softmax", num_classes=2, optimizer=None, f
         raise PersonalizeError("optimizer must be a litetrain Optimizer with a float learning rate "
                                "(the learning rate is an input of the train signatures)")
     chosen = base.finetune_params(finetune) if finetune is not None else []
+    owner = base.module.__dict__.get("_parent"), base.module.__dict__.get("_name")
     module = _personalization_module(base, head, optimizer, chosen, float(optimizer.learning_rate))
     sigs = ["load", "infer", "infer_bottlenecks", "train"] + (["train_finetune"] if chosen else []) + [
         "add_class", "remove_class", "save", "restore"]
-    program = trace_program(module, sigs, portable_checkpoints=portable_checkpoints)
+    # The base's weights that no signature changes (all but the fine-tuned ones; the base runs in
+    # inference mode, so its batch-norm statistics too) become constants of the file, not variables:
+    # frozen batch norms fold into their convolutions at conversion, and save/restore, get_weights
+    # and the Personalizer's states hold only what training changes.
+    fine_tuned = {id(p) for p in chosen}
+    frozen = [s for s in base.module.states() if id(s) not in fine_tuned]
+    for state in frozen:
+        state._as_constant = True
+    try:
+        program = trace_program(module, sigs, portable_checkpoints=portable_checkpoints)
+    finally:
+        for state in frozen:
+            del state._as_constant
+        # the base goes back to where it was, so that it can be converted again (other options)
+        object.__setattr__(base.module, "_parent", owner[0])
+        object.__setattr__(base.module, "_name", owner[1])
     program.metadata[METADATA_KEY] = json.dumps({
         "format": FORMAT, "base": base.name, "preprocessing": base.preprocessing.to_json(),
         "head": head.config(), "num_features": head.num_features, "num_classes": num_classes,

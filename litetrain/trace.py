@@ -177,7 +177,11 @@ class FunctionBuilder:
         return self._handles[name]
 
     def read(self, state) -> Tensor:
-        """The current value of a Param/Buffer in this function (read once, then reused)."""
+        """The current value of a Param/Buffer in this function (read once, then reused). A state
+        marked `_as_constant` (frozen weights a converter keeps out of the variables) is its value
+        as a constant, which constant folding may then combine with other constants."""
+        if getattr(state, "_as_constant", False):
+            return self.const(state.value)
         var = self.pb.variable(state)
         if var.name in self._current:
             return self._current[var.name]

@@ -671,3 +671,21 @@ def test_efficientnet_lite0_base_bias_only_finetuning_like_pytorch():
         opt.step()
         theirs.append(loss.item())
     np.testing.assert_allclose(ours, theirs, rtol=2e-4)
+
+
+def test_frozen_base_weights_are_constants_and_checkpoints_hold_what_training_changes():
+    """The base's weights that no signature changes become constants of the file (its frozen batch
+    norms folded into the convolutions at conversion): the variables, and so `save`, are the head,
+    the optimizer's state and the fine-tuned weights only."""
+    base = _pretrained_base(32)
+    head_only = lt.Interpreter(model_content=convert_personalization(base, "softmax", num_classes=3))
+    assert sorted(head_only.get_variables()) == ["head/bias", "head/kernel", "optimizer/iterations",
+                                                 "optimizer/m/head/bias", "optimizer/m/head/kernel",
+                                                 "optimizer/v/head/bias", "optimizer/v/head/kernel"]
+    tuned = lt.Interpreter(model_content=convert_personalization(base, "softmax", num_classes=3, finetune=1))
+    names = {n for n in tuned.get_variables() if n.startswith("base/")}
+    assert names == {"base/" + p.path for p in base.finetune_params(1)}  # (paths below the file's "base")
+    assert names and all(n.startswith("base/features/18/") and "running_" not in n for n in names)
+    assert sorted(tuned.get_signature_runner("save")()) == sorted(tuned.get_variables())
+    # the module keeps its variables for other conversions
+    assert all(not hasattr(s, "_as_constant") for s in base.module.states())
