@@ -34,7 +34,7 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import error_text, median_ms  # noqa: E402
+from _common import error_text, median_ms, train_step_table  # noqa: E402
 
 ENGINES = ("litetrain", "pytorch", "litert")
 MODELS = {
@@ -130,20 +130,7 @@ def run_worker(engine, model, model_path, args):
 
 
 def format_table(rows, models):
-    header = ["model", "engine", "train step ms", "vs litetrain"]
-    table = [header]
-    for model in models:
-        base = next((r.get("train_ms") for r in rows if r["model"] == model and r["engine"] == "litetrain"), None)
-        for r in (r for r in rows if r["model"] == model):
-            name = r["engine"] + (f" {r['version']}" if r.get("version") else "")
-            if "train_ms" in r:
-                table.append([model, name, f"{r['train_ms']:.1f}", f"{r['train_ms'] / base:.2f}x" if base else ""])
-            else:
-                table.append([model, name, r.get("train_error", "n/a"), ""])
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    out = [" | ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
-    out.insert(1, "-+-".join("-" * w for w in widths))
-    return "\n".join(out)
+    return train_step_table(rows, "model", models, "model")
 
 
 def main(argv=None):

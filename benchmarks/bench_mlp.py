@@ -37,7 +37,7 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import error_text, median_ms  # noqa: E402
+from _common import error_text, median_ms, render  # noqa: E402
 
 ENGINES = ("litetrain", "pytorch", "litert")
 
@@ -194,10 +194,7 @@ def format_table(rows):
             else:  # the engine could not run this: say why
                 line += [r.get(key.replace("_ms", "_error"), "n/a"), ""]
         table.append(line)
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    out = [" | ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
-    out.insert(1, "-+-".join("-" * w for w in widths))
-    return "\n".join(out)
+    return render(table)
 
 
 def main(argv=None):

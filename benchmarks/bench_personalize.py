@@ -43,7 +43,7 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import error_text, median_ms  # noqa: E402
+from _common import error_text, median_ms, train_step_table  # noqa: E402
 
 ENGINES = ("litetrain", "pytorch", "litert", "litert_xnnpack")
 WORKLOADS = ("head", "finetune")
@@ -162,22 +162,7 @@ def run_worker(engine, workload, model_path, args):
 
 
 def format_table(rows, workloads, titles):
-    header = ["step", "engine", "train step ms", "vs litetrain"]
-    table = [header]
-    for workload in workloads:
-        base = next((r.get("train_ms") for r in rows if r["workload"] == workload and r["engine"] == "litetrain"),
-                    None)
-        for r in (r for r in rows if r["workload"] == workload):
-            name = r["engine"] + (f" {r['version']}" if r.get("version") else "")
-            if "train_ms" in r:
-                table.append([titles[workload], name, f"{r['train_ms']:.2f}",
-                              f"{r['train_ms'] / base:.2f}x" if base else ""])
-            else:
-                table.append([titles[workload], name, r.get("train_error", "n/a"), ""])
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    out = [" | ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
-    out.insert(1, "-+-".join("-" * w for w in widths))
-    return "\n".join(out)
+    return train_step_table(rows, "workload", workloads, "step", titles, digits=2)
 
 
 def main(argv=None):

@@ -26,7 +26,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import median_ms  # noqa: E402
+from _common import median_ms  # noqa: E402
 
 
 

@@ -10,9 +10,6 @@ noise (see MOBILENET_OPTIMIZERS: torch's own float32 gradient of MobileNetV2 at 
 float64 one). With dropout the losses agree only because litetrain's RANDOM_UNIFORM draws LiteRT's
 Philox stream, call after call.
 """
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
@@ -23,6 +20,7 @@ from litetrain.tflite import read_model
 
 litert = pytest.importorskip("ai_edge_litert.interpreter", reason="ai-edge-litert is the TFLite oracle")
 
+from litert_child import run_signature  # noqa: E402
 from test_cnn import image_batches  # noqa: E402
 
 SIGS = ["train", "infer", "save", "restore"]
@@ -134,16 +132,7 @@ def test_litert_takes_the_gradient_of_a_wide_overlapping_max_pool(tmp_path):
     rng = np.random.default_rng(0)
     x = (np.round(rng.standard_normal((3, 9, 9, c)) * 2) / 2).astype(np.float32)
     g = rng.standard_normal((3, 5, 5, c)).astype(np.float32)
-    path, out = tmp_path / "wide_max_pool.tflite", tmp_path / "litert.npz"
-    path.write_bytes(data)
-    np.savez(tmp_path / "in.npz", x=x, g=g)
-    code = ("import sys, numpy as np; from ai_edge_litert.interpreter import Interpreter, OpResolverType\n"
-            "d = np.load(sys.argv[2]); r = Interpreter(model_path=sys.argv[1], experimental_op_resolver_type="
-            "OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES).get_signature_runner('grads')\n"
-            "np.savez(sys.argv[3], **r(x=d['x'], g=d['g']))")
-    subprocess.run([sys.executable, "-c", code, str(path), str(tmp_path / "in.npz"), str(out)], check=True,
-                   timeout=60)
-    theirs = np.load(out)
+    theirs = run_signature(data, "grads", {"x": x, "g": g}, tmp_path)
     ours = lt.Interpreter(model_content=data).get_signature_runner("grads")(x=x, g=g)
     xt = torch.from_numpy(x.transpose(0, 3, 1, 2)).requires_grad_()
     yt = torch.nn.functional.max_pool2d(xt, 3, 2, padding=1)  # SAME pads one pixel each side here

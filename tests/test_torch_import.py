@@ -17,6 +17,7 @@ F = torch.nn.functional
 
 from litetrain.importers import TorchImportError, from_torch  # noqa: E402
 from litetrain.models import torch_zoo  # noqa: E402
+from litert_child import run_signature  # noqa: E402
 
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
 CATS = range(281, 286)  # ImageNet's tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -308,17 +309,9 @@ def test_litert_takes_gradients_of_a_wide_depthwise_convolution_on_a_batch(tmp_p
     x = rng.standard_normal((8, 3, 5, 5)).astype(np.float32)
     y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 8)]
     net = from_torch(model, torch.from_numpy(x[:1]), trainable=["1"])
-    path, out = tmp_path / "wide_depthwise.tflite", tmp_path / "litert.npz"
-    path.write_bytes(lt.convert(wrap(net, x.shape[1:], classes=3), signatures=["grads"]))
-    np.savez(tmp_path / "in.npz", x=x, y=y)
-    code = ("import sys, numpy as np; from ai_edge_litert.interpreter import Interpreter, OpResolverType\n"
-            "d = np.load(sys.argv[2]); r = Interpreter(model_path=sys.argv[1], experimental_op_resolver_type="
-            "OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES).get_signature_runner('grads')\n"
-            "np.savez(sys.argv[3], **r(x=d['x'], y=d['y']))")
-    subprocess.run([sys.executable, "-c", code, str(path), str(tmp_path / "in.npz"), str(out)], check=True,
-                   timeout=60)
-    theirs = np.load(out)
-    ours = lt.Interpreter(model_path=str(path)).get_signature_runner("grads")(x=x, y=y)
+    data = lt.convert(wrap(net, x.shape[1:], classes=3), signatures=["grads"])
+    theirs = run_signature(data, "grads", {"x": x, "y": y}, tmp_path)
+    ours = lt.Interpreter(model_content=data).get_signature_runner("grads")(x=x, y=y)
     torch_loss = F.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y.argmax(1)))
     torch_loss.backward()
     kernel = model[1].weight.grad.numpy().transpose(1, 2, 3, 0)  # depthwise [1, kh, kw, C]
