@@ -63,13 +63,10 @@ def _channels(layer, x):
     return c
 
 
-class Conv2D(Layer):
-    """activation(conv_2d(x, kernel) + bias); kernel [filters, kh, kw, in], Glorot-uniform."""
+class _Convolution(Layer):
+    """What Conv2D and DepthwiseConv2D share: window, stride, dilation, padding, activation, bias."""
 
-    def __init__(self, filters, kernel_size, strides=1, padding="valid", dilation_rate=1, activation=None,
-                 use_bias=True, input_channels=None, name=None):
-        super().__init__(name or "conv2d")
-        self.filters = int(filters)
+    def _configure(self, kernel_size, strides, padding, dilation_rate, activation, use_bias, input_channels):
         self.kernel_size = _pair(kernel_size, "kernel_size")
         self.strides = _pair(strides, "strides")
         self.dilation_rate = _pair(dilation_rate, "dilation_rate")
@@ -80,6 +77,16 @@ class Conv2D(Layer):
         self.use_bias = use_bias
         if input_channels is not None:
             self.build(input_channels)
+
+
+class Conv2D(_Convolution):
+    """activation(conv_2d(x, kernel) + bias); kernel [filters, kh, kw, in], Glorot-uniform."""
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", dilation_rate=1, activation=None,
+                 use_bias=True, input_channels=None, name=None):
+        super().__init__(name or "conv2d")
+        self.filters = int(filters)
+        self._configure(kernel_size, strides, padding, dilation_rate, activation, use_bias, input_channels)
 
     def build(self, channels):
         kh, kw = self.kernel_size
@@ -97,24 +104,15 @@ class Conv2D(Layer):
         return self._act(y)
 
 
-class DepthwiseConv2D(Layer):
+class DepthwiseConv2D(_Convolution):
     """Each input channel convolved with its own depth_multiplier filters; kernel [1, kh, kw, in * M]
     (output channel c*M + m comes from input channel c)."""
 
     def __init__(self, kernel_size, strides=1, padding="valid", depth_multiplier=1, dilation_rate=1,
                  activation=None, use_bias=True, input_channels=None, name=None):
         super().__init__(name or "depthwise_conv2d")
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.strides = _pair(strides, "strides")
-        self.dilation_rate = _pair(dilation_rate, "dilation_rate")
         self.depth_multiplier = int(depth_multiplier)
-        self.padding = padding
-        self._tfl_padding, self._pads = _padding(padding)
-        self.activation = activation
-        self._act = get_activation(activation)
-        self.use_bias = use_bias
-        if input_channels is not None:
-            self.build(input_channels)
+        self._configure(kernel_size, strides, padding, dilation_rate, activation, use_bias, input_channels)
 
     def build(self, channels):
         kh, kw = self.kernel_size
