@@ -1,9 +1,11 @@
-"""What the benchmark scripts here share: the median latency of a call, a one-line error for a table
-cell, and the text tables they print. The scripts run as `python benchmarks/NAME.py`, so this module
-is imported from their own folder."""
+"""What the benchmark scripts here share: the median latency of a call, a process's peak memory, a
+one-line error for a table cell, and the text tables they print. The scripts run as
+`python benchmarks/NAME.py`, so this module is imported from their own folder."""
 from __future__ import annotations
 
+import resource
 import statistics
+import sys
 import time
 
 
@@ -17,6 +19,21 @@ def median_ms(fn, steps, warmup=5):
         fn()
         times.append(time.perf_counter() - t0)
     return 1e3 * statistics.median(times)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size. On Linux, VmHWM of /proc/self/status: the high-water
+    mark of this process's own address space. (getrusage's ru_maxrss survives exec, so a worker
+    would start with its parent's peak.) Elsewhere ru_maxrss."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 
 
 def error_text(e):

@@ -14,7 +14,7 @@ Engines, each in its own subprocess (one engine's imports and threads do not aff
 - litetrain: `lt.Interpreter` on the file (NumPy only);
 - LiteRT: `ai_edge_litert.interpreter.Interpreter` on the SAME file, through its signature runners;
   gradients included, since the file's backward pass is TFLite builtins;
-- PyTorch eager: the same network built by litetrain.models.torch_reference.to_torch from the same
+- PyTorch eager: the same network built by tools.torch_mirror.to_torch from the same
   initial weights; a train step is zero_grad, forward, cross_entropy, backward, SGD.step.
 
 Latency is the median of `--steps` timed calls after `--warmup` untimed ones. Ratios are engine /
@@ -34,6 +34,7 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(1, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))  # tools/
 from _common import error_text, median_ms, train_step_table  # noqa: E402
 
 ENGINES = ("litetrain", "pytorch", "litert")
@@ -59,8 +60,23 @@ def inputs(model, seed=0):
     return x, y
 
 
+def torch_step(model, x, y):
+    """PyTorch eager's train step on the batch (x, y): the same network built by to_torch from the
+    constructor's weights (the file's initial values); zero_grad, forward, cross_entropy, backward,
+    SGD(momentum 0.9) step; returns the loss."""
+    import torch
+    from tools.torch_mirror import to_torch
+    net = to_torch(build_net(model)).train()
+    opt = torch.optim.SGD(net.parameters(), lr=MODELS[model]["lr"], momentum=0.9)
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
 
-
+    def step():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(net(tx), ty)
+        loss.backward()
+        opt.step()
+        return loss.item()
+    return step
 
 
 def worker(engine, model, model_path, steps, warmup, threads):
@@ -73,20 +89,10 @@ def worker(engine, model, model_path, steps, warmup, threads):
         out["train_ms"] = median_ms(lambda: train(x=x, y=y), steps, warmup)
     elif engine == "pytorch":
         import torch
-        from litetrain.models.torch_reference import to_torch
         if threads:
             torch.set_num_threads(threads)
         out["version"] = torch.__version__
-        net = to_torch(build_net(model)).train()  # the constructor's weights: the file's initial values
-        opt = torch.optim.SGD(net.parameters(), lr=MODELS[model]["lr"], momentum=0.9)
-        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-
-        def step():
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(net(tx), ty)
-            loss.backward()
-            opt.step()
-            return loss.item()
+        step = torch_step(model, x, y)
         out["first_loss"] = step()
         out["train_ms"] = median_ms(step, steps, warmup)
     elif engine == "litert":
@@ -102,13 +108,16 @@ def worker(engine, model, model_path, steps, warmup, threads):
     print(json.dumps(out))
 
 
-def prepare(directory, model):
+def prepare(directory, model, **convert_options):
+    """Convert `model` (builtin operators only, plus any other `lt.convert` options) to a file in
+    `directory`. Returns (path, file size, operators in the train subgraph)."""
     import litetrain as lt
     from litetrain.models import image_classifier
     spec = MODELS[model]
     net = build_net(model)
     trainer = image_classifier(net, spec["shape"], 10, lt.optim.SGD(spec["lr"], momentum=0.9))
-    content = lt.convert(trainer, signatures=["train", "infer", "save", "restore"], portable_checkpoints=True)
+    content = lt.convert(trainer, signatures=["train", "infer", "save", "restore"], portable_checkpoints=True,
+                         **convert_options)
     path = os.path.join(directory, f"{model}.tflite")
     with open(path, "wb") as f:
         f.write(content)

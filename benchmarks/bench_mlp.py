@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -37,33 +36,16 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import error_text, median_ms, render  # noqa: E402
+from _common import error_text, median_ms, peak_rss_mb, render  # noqa: E402
 
 ENGINES = ("litetrain", "pytorch", "litert")
 
 
-def _peak_rss_mb() -> float:
-    """This process's peak resident set size. On Linux, VmHWM of /proc/self/status: the high-water
-    mark of this process's own address space. (getrusage's ru_maxrss survives exec, so a worker
-    would start with its parent's peak.) Elsewhere ru_maxrss."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
-
-
-def _inputs(batch, seed=0):
+def inputs(batch, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.random((batch, 28, 28), dtype=np.float32)
     y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, batch)]
     return x, y
-
-
 
 
 def _measure(name, call, steps, warmup):
@@ -73,10 +55,42 @@ def _measure(name, call, steps, warmup):
         return {f"{name}_error": error_text(e)}
 
 
+def torch_steps(weights_path, x, y):
+    """PyTorch eager's (train step, inference) on the batch (x, y), from the weights and optimizer
+    hyperparameters `prepare` saved: the network is Flatten/Linear/ReLU/Linear; a train step is
+    zero_grad, forward, cross_entropy, backward, SGD(momentum) step, returning the loss; inference,
+    under no_grad, returns (softmax, logits) as arrays."""
+    import torch
+    with np.load(weights_path) as saved:
+        weights = {k: saved[k] for k in saved.files}
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 128), torch.nn.ReLU(),
+                              torch.nn.Linear(128, 10))
+    with torch.no_grad():  # litetrain's Dense kernel is [units, input_dim], as Linear.weight
+        for i, layer in ((1, "dense"), (3, "dense_1")):
+            net[i].weight.copy_(torch.from_numpy(weights[f"net|{layer}|kernel"]))
+            net[i].bias.copy_(torch.from_numpy(weights[f"net|{layer}|bias"]))
+    opt = torch.optim.SGD(net.parameters(), lr=float(weights["hp|learning_rate"]),
+                          momentum=float(weights["hp|momentum"]))
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+
+    def train_step():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(net(tx), ty)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    def infer_step():
+        with torch.no_grad():
+            logits = net(tx)
+            return torch.softmax(logits, -1).numpy(), logits.numpy()
+    return train_step, infer_step
+
+
 # -- workers (one engine per process) ------------------------------------------------------------
 def worker(engine, model_path, weights_path, batch, steps, warmup, threads):
-    x, y = _inputs(batch)
-    base = _peak_rss_mb()  # Python + NumPy, before the engine is imported
+    x, y = inputs(batch)
+    base = peak_rss_mb()  # Python + NumPy, before the engine is imported
     out = {"engine": engine}
     if engine == "litetrain":
         import litetrain as lt
@@ -90,30 +104,7 @@ def worker(engine, model_path, weights_path, batch, steps, warmup, threads):
         if threads:
             torch.set_num_threads(threads)
         out["version"] = torch.__version__
-        with np.load(weights_path) as saved:
-            weights = {k: saved[k] for k in saved.files}
-        net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 128), torch.nn.ReLU(),
-                                  torch.nn.Linear(128, 10))
-        with torch.no_grad():  # litetrain's Dense kernel is [units, input_dim], as Linear.weight
-            for i, layer in ((1, "dense"), (3, "dense_1")):
-                net[i].weight.copy_(torch.from_numpy(weights[f"net|{layer}|kernel"]))
-                net[i].bias.copy_(torch.from_numpy(weights[f"net|{layer}|bias"]))
-        opt = torch.optim.SGD(net.parameters(), lr=float(weights["hp|learning_rate"]),
-                              momentum=float(weights["hp|momentum"]))
-        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-
-        def train_step():
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(net(tx), ty)
-            loss.backward()
-            opt.step()
-            return loss.item()
-
-        def infer_step():
-            with torch.no_grad():
-                logits = net(tx)
-                return torch.softmax(logits, -1).numpy(), logits.numpy()
-
+        train_step, infer_step = torch_steps(weights_path, x, y)
         out["first_loss"] = float(train_step())
         out.update(_measure("train", train_step, steps, warmup))
         out.update(_measure("infer", infer_step, steps, warmup))
@@ -143,7 +134,7 @@ def worker(engine, model_path, weights_path, batch, steps, warmup, threads):
                 out.update(_measure(name, lambda r=runner, k=kwargs: r(**k), steps, warmup))
     else:
         raise SystemExit(f"unknown engine {engine!r}")
-    out["peak_rss_mb"] = _peak_rss_mb()
+    out["peak_rss_mb"] = peak_rss_mb()
     out["rss_growth_mb"] = out["peak_rss_mb"] - base
     print(json.dumps(out))
 
@@ -153,7 +144,7 @@ def prepare(directory):
     """Convert the demo model (portable checkpoints) to a file; save its initial weights for
     PyTorch. Returns (model path, weights path, file size)."""
     import litetrain as lt
-    from litetrain.demo import DemoModel, Protocol
+    from litetrain.apps.demo import DemoModel, Protocol
     model = DemoModel(Protocol().litetrain_optimizer())
     content = lt.convert(model, signatures=["train", "infer", "save", "restore"], portable_checkpoints=True)
     model_path = os.path.join(directory, "demo_mlp_portable.tflite")

@@ -19,7 +19,7 @@ Engines, each in its own subprocess:
   `experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES`, as
   `Personalizer(..., backend="litert")` runs a file with a resizable head (its XNNPACK delegate keeps
   a resized variable's old shape after `add_class`; a fixed-capacity head, `max_classes=K`, runs
-  with the delegate; see litetrain.personalize);
+  with the delegate; see litetrain.apps.personalize);
 - LiteRT+XNNPACK: the same file with LiteRT's default delegate, for its speed (no class is added here);
 - PyTorch eager: the same pretrained model (`torch_zoo.feature_extractor`, eval mode) and a Linear
   head from the file's initial weights; a step is zero_grad, forward (normalisation included, as in
@@ -61,14 +61,12 @@ def inputs(workload, args, seed=0):
     return x, y
 
 
-
-
-
-
-def _torch_step(workload, model_path, x, y):
+def torch_step(workload, model_path, x, y):
+    """PyTorch eager's step for `workload` on (x, y): the file's initial head and, for "finetune", the
+    pretrained network (eval mode) with its last two blocks trained; Adam; returns the loss."""
     import torch
     from litetrain import Interpreter
-    from litetrain.models import torch_zoo
+    from litetrain.importers.torch import zoo as torch_zoo
     variables = Interpreter(model_path=model_path).get_variables()  # the file's initial head
     w = torch.nn.Parameter(torch.from_numpy(np.array(variables["head/kernel"])))
     b = torch.nn.Parameter(torch.from_numpy(np.array(variables["head/bias"])))
@@ -114,7 +112,7 @@ def worker(engine, workload, model_path, args):
             if args.threads:
                 torch.set_num_threads(args.threads)
             out["version"] = torch.__version__
-            step = _torch_step(workload, model_path, x, y)
+            step = torch_step(workload, model_path, x, y)
         else:
             import importlib.metadata
             from ai_edge_litert.interpreter import Interpreter, OpResolverType
@@ -133,7 +131,7 @@ def worker(engine, workload, model_path, args):
 
 def prepare(directory):
     import litetrain as lt
-    from litetrain.personalize import BaseModel, convert_personalization
+    from litetrain.apps.personalize import BaseModel, convert_personalization
     from litetrain.tflite import read_model
     base = BaseModel.from_torch_zoo("mobilenet_v2")
     content = convert_personalization(base, "softmax", num_classes=CLASSES, optimizer=lt.optim.Adam(LR), finetune=2)

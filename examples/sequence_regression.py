@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 import litetrain as lt
-from litetrain.nn.recurrent import torch_state_dict
+from litetrain.frontend.nn.recurrent import torch_state_dict
 
 SCALE = 100.0
 TRAIN_UNTIL, TEST_FROM, WINDOW = 1920, 1930, 30

@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 import litetrain as lt
-from litetrain.nn.recurrent import torch_state_dict
+from litetrain.frontend.nn.recurrent import torch_state_dict
 
 LANGUAGES = {"English": "en_US", "German": "de_DE", "French": "fr_FR", "Italian": "it_IT", "Spanish": "es_ES",
              "Dutch": "nl_NL", "Finnish": "fi_FI", "Czech": "cs_CZ"}

@@ -9,7 +9,7 @@ max pooling's as ARG_MAX/ONE_HOT, batch norm's as plain arithmetic) are TFLite b
 interpreter trains it with NumPy only, saves a checkpoint, and a fresh interpreter restored from it
 reports the test accuracy (batch norm then uses its moving averages).
 
-The PyTorch reference is the same network built by litetrain.models.torch_reference.to_torch from
+The PyTorch reference is the same network built by tools.torch_mirror.to_torch from
 the same initial weights, trained on the same float32 batches (x / 255) in the same order with the
 same optimizer (SGD with momentum 0.9, the learning rate decayed from 0.01 to 0 on a cosine over
 the run), cross-entropy with mean reduction, and evaluated in eval mode. The decay matters for the
@@ -29,7 +29,7 @@ import time
 import numpy as np
 
 import litetrain as lt
-from litetrain.demo import Protocol, one_hot, predict, preprocess
+from litetrain.apps.demo import Protocol, one_hot, predict, preprocess
 from litetrain.models import SmallCNN, image_classifier
 
 SIGNATURES = ["train", "infer", "save", "restore"]
@@ -51,7 +51,7 @@ def images(x):
 
 
 def run(protocol: Protocol = PROTOCOL, out_dir="cnn_out", reference=True, progress=True) -> dict:
-    from litetrain.data import load_animal_mnist
+    from litetrain.apps.demo.data import load_animal_mnist
     began = time.perf_counter()
     train_images, train_labels, test_images, test_labels = load_animal_mnist()
     train_x, train_y, test_x = images(train_images), one_hot(train_labels), images(test_images)
@@ -59,7 +59,8 @@ def run(protocol: Protocol = PROTOCOL, out_dir="cnn_out", reference=True, progre
 
     net = SmallCNN(num_classes=10, input_shape=(28, 28, 1))
     if reference:
-        from litetrain.models.torch_reference import to_torch
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))  # tools/
+        from tools.torch_mirror import to_torch
         twin = to_torch(net)  # the same initial weights, before any training
     os.makedirs(out_dir, exist_ok=True)
     model_path, checkpoint_path = os.path.join(out_dir, "animal_cnn.tflite"), os.path.join(out_dir, "animal_cnn.ckpt")

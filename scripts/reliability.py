@@ -72,12 +72,25 @@ def fuzz_row(label, s, seeds, drawn_by=None):
 
 
 def run_all(mode: str) -> tuple[list, dict]:
-    from litetrain.reliability import crash, faults, fuzz, soak
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))  # tools/
+    from tools.reliability import crash, faults, fuzz, soak
     sizes = SIZES[mode]
     rows, raw = [], {}
+    rows += _fuzz_rows(fuzz, sizes, raw)
+    rows.append(_crash_row(crash, sizes["kills"], raw))
+    rows.append(_fault_injection_row(faults, raw))
+    rows.append(_guard_row(faults, raw))
+    rows.append(_threads_row(faults, raw))
+    rows.append(_soak_row(soak, sizes["soak"], raw))
+    return rows, raw
+
+
+def _fuzz_rows(fuzz, sizes, raw) -> list:
+    """The rows of the seeded, the hypothesis-drawn and the atheris fuzz runs."""
     corpus = fuzz.Corpus()
     own = corpus.family.count("litetrain")
     seeds = f"{len(corpus.files)} seeds ({own} litetrain, {len(corpus.files) - own} MediaPipe)"
+    rows = []
 
     s, secs, err = _guarded("fuzz", lambda: fuzz.run_fuzz(sizes["fuzz"], workers=2))
     raw["fuzz"] = s
@@ -90,83 +103,96 @@ def run_all(mode: str) -> tuple[list, dict]:
     rows.append(fuzz_row("Fuzz: hypothesis-drawn mutations", s, seeds, f"hypothesis {hypothesis.__version__}") if s else
                 ("Fuzz: hypothesis-drawn mutations", _n(sizes["hypothesis"]), "1", err, f"{secs} s"))
 
-    if fuzz.atheris_available():
-        s, secs, err = _guarded("atheris", lambda: fuzz.run_atheris(sizes["atheris"]))
-        raw["atheris"] = s
-        if s:
-            rows.append(("Fuzz: atheris (libFuzzer, coverage-guided, -timeout=1)",
-                         f"{_n(s['runs'])} inputs from {s['seeds']} seeds up to 256 KB", str(int(s["crashed"])),
-                         "no input broke the contract or took 1 s" if not s["crashed"] else s["log_tail"][-300:],
-                         f"peak RSS {s['peak_rss_mb']} MB; {s['wall_seconds']} s"))
-        else:
-            rows.append(("Fuzz: atheris", _n(sizes["atheris"]), "1", err, f"{secs} s"))
-    else:
-        rows.append(("Fuzz: atheris", "not run", "-", "atheris is not installed on this Python", "-"))
+    rows.append(_atheris_row(fuzz, sizes["atheris"], raw))
+    return rows
 
-    s, secs, err = _guarded("crash", lambda: crash.run_crash_test(kills=sizes["kills"], seed=0))
+
+def _atheris_row(fuzz, runs, raw) -> tuple:
+    """The coverage-guided fuzz run's row, or a row saying atheris is not installed."""
+    if not fuzz.atheris_available():
+        return ("Fuzz: atheris", "not run", "-", "atheris is not installed on this Python", "-")
+    s, secs, err = _guarded("atheris", lambda: fuzz.run_atheris(runs))
+    raw["atheris"] = s
+    if not s:
+        return ("Fuzz: atheris", _n(runs), "1", err, f"{secs} s")
+    return ("Fuzz: atheris (libFuzzer, coverage-guided, -timeout=1)",
+            f"{_n(s['runs'])} inputs from {s['seeds']} seeds up to 256 KB", str(int(s["crashed"])),
+            "no input broke the contract or took 1 s" if not s["crashed"] else s["log_tail"][-300:],
+            f"peak RSS {s['peak_rss_mb']} MB; {s['wall_seconds']} s")
+
+
+def _crash_row(crash, kills, raw) -> tuple:
+    """The row of the test that kills a training process while it saves checkpoints."""
+    s, secs, err = _guarded("crash", lambda: crash.run_crash_test(kills=kills, seed=0))
     raw["crash"] = s
-    if s:
-        rows.append(("Crash: SIGKILL a training process that saves after every step",
-                     f"{_n(s['kills'])} kills", "0",
-                     f"after every kill the checkpoint on disk passed its checksum and equalled the uninterrupted "
-                     f"run at its step (or none existed yet); every restart resumed from the latest "
-                     f"checkpoint; the resumed run ended bit-identical to the uninterrupted one; stale temporaries "
-                     f"left: {s['stale_temporaries_left']}",
-                     f"{s['checkpoints_verified']} checkpoints verified ({s['kills_before_first_checkpoint']} kills "
-                     f"before the first save); {s['kills_mid_write']} kills landed mid-write, "
-                     f"{s['kills_before_ready']} while starting; "
-                     f"{_n(s['max_step_reached'])} steps; {s['checkpoint_bytes'] // 1000} KB checkpoints; "
-                     f"{s['wall_seconds']} s"))
-    else:
-        rows.append(("Crash: SIGKILL while saving", f"{_n(sizes['kills'])} kills", "1", err, f"{secs} s"))
+    if not s:
+        return ("Crash: SIGKILL while saving", f"{_n(kills)} kills", "1", err, f"{secs} s")
+    return ("Crash: SIGKILL a training process that saves after every step",
+            f"{_n(s['kills'])} kills", "0",
+            f"after every kill the checkpoint on disk passed its checksum and equalled the uninterrupted "
+            f"run at its step (or none existed yet); every restart resumed from the latest "
+            f"checkpoint; the resumed run ended bit-identical to the uninterrupted one; stale temporaries "
+            f"left: {s['stale_temporaries_left']}",
+            f"{s['checkpoints_verified']} checkpoints verified ({s['kills_before_first_checkpoint']} kills "
+            f"before the first save); {s['kills_mid_write']} kills landed mid-write, "
+            f"{s['kills_before_ready']} while starting; "
+            f"{_n(s['max_step_reached'])} steps; {s['checkpoint_bytes'] // 1000} KB checkpoints; "
+            f"{s['wall_seconds']} s")
 
+
+def _fault_injection_row(faults, raw) -> tuple:
+    """The row of the exceptions injected into each node of `train`."""
     s, secs, err = _guarded("faults", faults.run_fault_injection)
     raw["faults"] = s
-    if s:
-        nodes = ", ".join(f"{k} {v}" for k, v in s["nodes_per_train"].items())
-        rows.append(("Failure injection: an exception in each node of `train`, every optimizer",
-                     f"{_n(s['faults_injected'])} faults", str(s["not_raised"] + s["variables_changed"]),
-                     f"every call raised ExecutionError and left every variable bit-identical (nodes: {nodes})",
-                     f"{secs} s"))
-    else:
-        rows.append(("Failure injection", "-", "1", err, f"{secs} s"))
+    if not s:
+        return ("Failure injection", "-", "1", err, f"{secs} s")
+    nodes = ", ".join(f"{k} {v}" for k, v in s["nodes_per_train"].items())
+    return ("Failure injection: an exception in each node of `train`, every optimizer",
+            f"{_n(s['faults_injected'])} faults", str(s["not_raised"] + s["variables_changed"]),
+            f"every call raised ExecutionError and left every variable bit-identical (nodes: {nodes})",
+            f"{secs} s")
 
+
+def _guard_row(faults, raw) -> tuple:
+    """The row of the non-finite guard's check."""
     s, secs, err = _guarded("guard", faults.run_guard_check)
     raw["guard"] = s
-    if s:
-        rows.append(("Non-finite guard: NaN / inf / -inf batches, every optimizer",
-                     f"{s['bad_steps']} bad steps", str(s["not_reported"] + s["variables_changed"] + s["diverged_after"]),
-                     "each reported step_skipped, changed no weight, slot or step count; training then matched a "
-                     "run that never saw them", f"{secs} s"))
-    else:
-        rows.append(("Non-finite guard", "-", "1", err, f"{secs} s"))
+    if not s:
+        return ("Non-finite guard", "-", "1", err, f"{secs} s")
+    return ("Non-finite guard: NaN / inf / -inf batches, every optimizer",
+            f"{s['bad_steps']} bad steps", str(s["not_reported"] + s["variables_changed"] + s["diverged_after"]),
+            "each reported step_skipped, changed no weight, slot or step count; training then matched a "
+            "run that never saw them", f"{secs} s")
 
+
+def _threads_row(faults, raw) -> tuple:
+    """The row of the threads training and reading one interpreter."""
     s, secs, err = _guarded("threads", faults.run_thread_check)
     raw["threads"] = s
-    if s:
-        rows.append(("Threads: 2 threads train one interpreter while a third reads it",
-                     f"{s['calls']} calls", str(s["errors"] + int(s["end_state_differs"]) + s["torn_reads"]),
-                     "end state equals sequential training; every read saw the state after a whole step",
-                     f"{_n(s['reads'])} reads; {secs} s"))
-    else:
-        rows.append(("Threads", "-", "1", err, f"{secs} s"))
+    if not s:
+        return ("Threads", "-", "1", err, f"{secs} s")
+    return ("Threads: 2 threads train one interpreter while a third reads it",
+            f"{s['calls']} calls", str(s["errors"] + int(s["end_state_differs"]) + s["torn_reads"]),
+            "end state equals sequential training; every read saw the state after a whole step",
+            f"{_n(s['reads'])} reads; {secs} s")
 
-    steps, every, warmup = sizes["soak"]
+
+def _soak_row(soak, sizes, raw) -> tuple:
+    """The row of the long training run with periodic save + restore."""
+    steps, every, warmup = sizes
     s, secs, err = _guarded("soak", lambda: soak.run_soak(steps, every, warmup))
     raw["soak"] = s
-    if s:
-        bad = (s["save_restores"] - s["matching_checkpoints"] + (not s["final_matches_uninterrupted"])
-               + (s["rss_growth_percent"] >= 5.0))
-        rows.append(("Soak: training with save + restore every few hundred steps",
-                     f"{_n(steps)} steps, {s['save_restores']} save/restores", str(bad),
-                     f"{s['matching_checkpoints']}/{s['save_restores']} checkpoints bit-identical to an "
-                     f"uninterrupted run; resident memory grew less than 5% after warm-up",
-                     f"RSS {s['rss_after_warmup_mb']} MB after {_n(s['warmup_steps'])} steps, peak "
-                     f"{s['rss_peak_after_warmup_mb']} MB (+{s['rss_growth_percent']}%); {s['steps_per_second_first']} "
-                     f"then {s['steps_per_second_last']} steps/s; {s['seconds_with_save_restore']} s"))
-    else:
-        rows.append(("Soak", f"{_n(steps)} steps", "1", err, f"{secs} s"))
-    return rows, raw
+    if not s:
+        return ("Soak", f"{_n(steps)} steps", "1", err, f"{secs} s")
+    bad = (s["save_restores"] - s["matching_checkpoints"] + (not s["final_matches_uninterrupted"])
+           + (s["rss_growth_percent"] >= 5.0))
+    return ("Soak: training with save + restore every few hundred steps",
+            f"{_n(steps)} steps, {s['save_restores']} save/restores", str(bad),
+            f"{s['matching_checkpoints']}/{s['save_restores']} checkpoints bit-identical to an "
+            f"uninterrupted run; resident memory grew less than 5% after warm-up",
+            f"RSS {s['rss_after_warmup_mb']} MB after {_n(s['warmup_steps'])} steps, peak "
+            f"{s['rss_peak_after_warmup_mb']} MB (+{s['rss_growth_percent']}%); {s['steps_per_second_first']} "
+            f"then {s['steps_per_second_last']} steps/s; {s['seconds_with_save_restore']} s")
 
 
 def render(rows, mode: str) -> str:

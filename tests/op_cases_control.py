@@ -1,4 +1,4 @@
-"""Op table rows for the control and sequence families (litetrain/ops/control.py, sequence.py):
+"""Op table rows for the control and sequence families (litetrain/ops/control.py, gather_scatter.py, shape.py):
 dynamic_update_slice (tensor-list writes), range, gather_nd / scatter_nd (embedding lookups and
 their scatter-add gradient). WHILE and IF run other functions, so they cannot be one-op
 functions: tests/test_loops.py tests them, against PyTorch and LiteRT."""

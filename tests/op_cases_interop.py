@@ -1,5 +1,5 @@
-"""Op table rows for the interop family (litetrain/ops/interop.py: builtins real .tflite files use)
-and for TensorFlow's Flex ops run natively (litetrain/ops/tf_ops.py).
+"""Op table rows for the interop family (builtins real .tflite files use, from several families of litetrain/ops/)
+and for TensorFlow's Flex ops run natively (litetrain/ops/tf/).
 
 References are PyTorch (its ops, or its autograd for TensorFlow's gradient kernels: the gradient
 TensorFlow computes is the one torch.autograd gives for the same forward op and padding) or NumPy

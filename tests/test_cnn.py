@@ -1,19 +1,20 @@
 """Convolutional networks against PyTorch: layers and their gradients, batch normalisation's moving
 averages, dropout and its random stream, max pooling's ties, and 20-step training trajectories of
-the small CNN and MobileNetV2 from the same initial weights (litetrain.models.torch_reference builds
+the small CNN and MobileNetV2 from the same initial weights (tools.torch_mirror builds
 the torch twin of a litetrain network with torch's own kernels and autograd)."""
 import numpy as np
 import pytest
 
 import litetrain as lt
 from litetrain.models import MobileNetV2, SmallCNN, image_classifier
-from litetrain.module import Slot
+from litetrain.core.trace import builder_of
+from litetrain.frontend.module import Slot
 
 torch = pytest.importorskip("torch", reason="PyTorch is the reference for CNN layers and training")
 F = torch.nn.functional
 
 import op_cases  # noqa: E402,F401  (imported first: it loads op_cases_conv, which imports it)
-from litetrain.models.torch_reference import to_torch, weights  # noqa: E402
+from tools.torch_mirror import to_torch, weights  # noqa: E402
 from op_cases_conv import _pad_nchw, _philox_uniform  # noqa: E402
 
 nn = lt.nn
@@ -181,7 +182,7 @@ def float64_trainer(net, shape, classes, lr, momentum):
         @lt.signature(x=lt.TensorSpec([None, *shape], "float64"), y=lt.TensorSpec([None, classes], "float64"))
         def train(self, x, y):
             loss = self.loss(y, self.net(x, training=True))
-            rate = lt.trace.builder_of(x).const(lr, "float64")  # the optimizers' own constants are float32
+            rate = builder_of(x).const(lr, "float64")  # the optimizers' own constants are float32
             self.optimizer.minimize(loss, self.net.trainable_variables, learning_rate=rate)
             return {"loss": loss}
     return Float64Classifier()
@@ -400,7 +401,7 @@ class Noise(lt.Module):
 
     @lt.signature(x=lt.TensorSpec([None, 3]))
     def draw(self, x):
-        fb = lt.trace.builder_of(x)
+        fb = builder_of(x)
         u = lt.ops.random_uniform(fb.const(np.asarray(self.shape, np.int32)), self.seed, self.seed2)
         v = lt.ops.random_uniform_like(x, self.seed + 1, self.seed2)  # run-time shape: SHAPE(x)
         return {"u": u, "v": v}
@@ -493,7 +494,7 @@ def test_cnn_example_accuracy_is_within_one_point_of_pytorch(tmp_path):
     from its .tflite file, and its PyTorch twin trained the same way, agree on test accuracy."""
     import importlib.util
     import pathlib
-    from litetrain import data
+    from litetrain.apps.demo import data
     if importlib.util.find_spec("animal_mnist") is None:
         pytest.skip(f"Animal MNIST is not installed ({data.INSTALL_HINT})")
     path = pathlib.Path(__file__).resolve().parent.parent / "examples" / "train_cnn_animal_mnist.py"

@@ -15,7 +15,7 @@ import pytest
 
 import litetrain as lt
 from litetrain.models import MobileNetV2, SmallCNN, image_classifier
-from litetrain.registry import Builtin, get_op
+from litetrain.core.registry import Builtin, get_op
 from litetrain.tflite import read_model
 
 litert = pytest.importorskip("ai_edge_litert.interpreter", reason="ai-edge-litert is the TFLite oracle")

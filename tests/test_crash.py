@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import litetrain as lt
-from litetrain import checkpoint
-from litetrain.checkpoint import CheckpointError
-from litetrain.reliability import crash, models
+from litetrain.ops import checkpoint
+from litetrain.ops.checkpoint import CheckpointError
+from tools.reliability import crash, models
 
 TENSORS = {"a/kernel": np.arange(12, dtype=np.float32).reshape(3, 4), "a/bias": np.ones(3, np.float32),
            "step": np.array(7, np.int32), "mask": np.array([True, False]), "empty": np.zeros((0, 2), np.float64)}

@@ -10,8 +10,8 @@ import struct
 import numpy as np
 import pytest
 
-from litetrain import data
-from litetrain.data import DataError, parse_pickled_array
+from litetrain.apps.demo import data
+from litetrain.apps.demo.data import DataError, parse_pickled_array
 
 
 def _installed():

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import litetrain as lt
-from litetrain import data, demo
+from litetrain.apps import demo
+from litetrain.apps.demo import data
 
 pytestmark = pytest.mark.skipif(data.importlib.util.find_spec("animal_mnist") is None,
                                 reason=f"Animal MNIST is not installed ({data.INSTALL_HINT})")
@@ -55,7 +56,7 @@ def test_full_demo_restores_into_a_fresh_interpreter(full_demo):
 
 
 def test_quick_demo_without_torch_says_why(tmp_path, monkeypatch):
-    from litetrain import reference_torch
+    from litetrain.apps.demo import reference as reference_torch
     monkeypatch.setattr(reference_torch, "torch_available", lambda: False)
     r = demo.run_demo(epochs=1, batch_size=64, out_dir=str(tmp_path), progress=False, train_limit=1000)
     assert r["reference_accuracy"] is None and "PyTorch is not installed" in r["reference_note"]

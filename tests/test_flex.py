@@ -10,12 +10,12 @@ import pytest
 import tflite
 
 import litetrain as lt
-from litetrain.ir import Function, Node, Program, Signature
-from litetrain.registry import get_op
+from litetrain.core.ir import Function, Node, Program, Signature
+from litetrain.core.registry import get_op
 from litetrain.runtime import Executor, VariableStore
-from litetrain.tf_compat import proto
+from litetrain.ops.tf import proto
 from litetrain.tflite import InvalidModelError, UnsupportedOpError, read_model, write_model
-from litetrain.tflite import flex
+from litetrain.ops.tf import flex
 
 FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "tf"
 

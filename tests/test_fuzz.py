@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 import litetrain as lt
-from litetrain.ir import Function, Node, Program, Signature
-from litetrain.registry import OPS, get_op
-from litetrain.reliability import fuzz, models
+from litetrain.core.ir import Function, Node, Program, Signature
+from litetrain.core.registry import OPS, get_op
+from tools.reliability import fuzz, models
 from litetrain.tflite import InvalidModelError, read_model, write_model
-from litetrain.tflite.writer import schema_module
+from litetrain.tflite.schema import schema_module
 
 Model = schema_module("Model").Model
 

@@ -8,7 +8,7 @@ import numpy as np
 
 import litetrain as lt
 from litetrain.cli import main
-from litetrain.inspect import format_inspection, inspect_model
+from litetrain.tflite.inspect import format_inspection, inspect_model
 
 FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "tf"
 

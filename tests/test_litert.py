@@ -22,7 +22,7 @@ def portable(optimizer, hidden=128):
 
 def test_portable_file_has_builtin_ops_only():
     program = read_model(portable(lt.optim.Adam(0.01)))
-    from litetrain.registry import Custom, get_op
+    from litetrain.core.registry import Custom, get_op
     ops = {n.op for f in program.functions for n in f.nodes}
     assert not [op for op in ops if isinstance(get_op(op).tflite, Custom)]
     assert {"var_handle", "read_variable", "assign_variable", "call_once"} <= ops

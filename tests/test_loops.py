@@ -9,7 +9,7 @@ import pytest
 
 import litetrain as lt
 from litetrain import ops
-from litetrain.passes import renumber_functions
+from litetrain.core.passes import renumber_functions
 from litetrain.tflite import read_model, write_model
 
 torch = pytest.importorskip("torch", reason="PyTorch is the reference for gradients through loops")
@@ -404,3 +404,107 @@ def test_a_file_whose_loop_names_an_ill_fitting_body_gets_a_clear_error():
     runner = lt.Interpreter(model_content=write_model(program)).get_signature_runner("grads")
     with pytest.raises(lt.ExecutionError, match=r"while body subgraph \d+ \(grads/while_body\) takes"):
         runner(x=np.zeros((1, 3), np.float32), n=np.int32(1))
+
+
+# -- a loop read from a file is differentiated like a traced one ----------------------------------------------
+STEPS, FEATURES, HIDDEN, CLASSES = 5, 3, 4, 3
+_RNG = np.random.default_rng(42)
+W1, B1 = _RNG.standard_normal((HIDDEN, FEATURES)) * 0.5, _RNG.standard_normal(HIDDEN) * 0.1
+U = _RNG.standard_normal((HIDDEN, HIDDEN)) * 0.5
+W2, B2 = _RNG.standard_normal((CLASSES, HIDDEN)) * 0.5, _RNG.standard_normal(CLASSES) * 0.1
+
+
+def _recurrent_logits(x, w1, b1, w2, b2):
+    """Dense over every step, then a tanh recurrence h = tanh(h U + y_t) in a WHILE loop, then Dense."""
+    y = ops.reshape(ops.fully_connected(ops.reshape(x, [-1, FEATURES]), w1, b1), [-1, STEPS, HIDDEN])
+    steps = ops.transpose(y, [1, 0, 2])  # [STEPS, batch, HIDDEN]
+    h0 = ops.mul(ops.gather(steps, 0), 0.0)
+    _, h = ops.while_loop(lambda t, h: ops.less(t, STEPS),
+                          lambda t, h: (t + 1, ops.tanh(ops.add(ops.matmul(h, U.astype(np.float32)),
+                                                                ops.gather(steps, t)))),
+                          [0, h0], maximum_iterations=STEPS)
+    return ops.fully_connected(h, w2, b2)
+
+
+class InferenceRNN(lt.Module):
+    """Weights as constants: an inference file, as a converter would write one."""
+    @lt.signature(x=lt.TensorSpec([None, STEPS, FEATURES]))
+    def infer(self, x):
+        return {"logits": _recurrent_logits(x, *(a.astype(np.float32) for a in (W1, B1, W2, B2)))}
+
+
+class TracedRNN(lt.Module):
+    """The same network traced with its weights as Params: the reference the file's gradients must match."""
+    def __init__(self):
+        self.w1, self.b1, self.w2, self.b2 = (lt.Param(a.astype(np.float32)) for a in (W1, B1, W2, B2))
+        self.loss = lt.losses.SparseCategoricalCrossentropy(from_logits=True)
+        self.optimizer = lt.optim.SGD(0.1)
+
+    @lt.signature(x=lt.TensorSpec([None, STEPS, FEATURES]), labels=lt.TensorSpec([None], "int32"))
+    def train(self, x, labels):
+        loss = self.loss(labels, _recurrent_logits(x, self.w1, self.b1, self.w2, self.b2))
+        self.optimizer.minimize(loss, [self.w1, self.b1, self.w2, self.b2])
+        return {"loss": loss}
+
+    @lt.signature(x=lt.TensorSpec([None, STEPS, FEATURES]))
+    def input_gradient(self, x):
+        loss = ops.reduce_sum(ops.square(_recurrent_logits(x, self.w1, self.b1, self.w2, self.b2)))
+        return {"loss": loss, "dx": lt.gradients(loss, [x])[0]}
+
+
+def test_a_while_loop_read_from_a_file_is_differentiated_like_the_traced_one():
+    """The loop of an inference file (no trace of it survives but the file) is replayed into a new
+    function and differentiated from the program alone: its input gradient equals the traced model's,
+    and make_trainable trains through it exactly as the traced model trains."""
+    from litetrain.core.autodiff import gradients
+    from litetrain.core.subgraphs import copy_into
+    from litetrain.core.trace import ProgramBuilder
+    from litetrain.frontend.convert import trace_program
+
+    file_program = read_model(lt.convert(InferenceRNN(), ["infer"]))
+    serving = file_program.functions[file_program.signature("infer").function]
+    assert any(n.op == "while" for n in serving.nodes) and not file_program.variables
+
+    class Replayed(lt.Module):
+        @lt.signature(x=lt.TensorSpec([None, STEPS, FEATURES]))
+        def input_gradient(self, x):
+            env = copy_into(x.fb, serving, {serving.inputs[0]: x}, functions=file_program.functions)
+            loss = ops.reduce_sum(ops.square(env[serving.outputs[0]]))
+            return {"loss": loss, "dx": gradients(loss, [x])[0]}
+
+    replayed = lt.Interpreter(model_content=write_model(trace_program(Replayed(), ["input_gradient"])))
+    traced = lt.Interpreter(model_content=lt.convert(TracedRNN(), ["input_gradient"]))
+    x = np.random.default_rng(7).standard_normal((2, STEPS, FEATURES)).astype(np.float32)
+    a = replayed.get_signature_runner("input_gradient")(x=x)
+    b = traced.get_signature_runner("input_gradient")(x=x)
+    assert np.abs(b["dx"]).min() > 0  # every input step reaches the loss through the loop
+    np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-6)
+    np.testing.assert_allclose(a["dx"], b["dx"], rtol=1e-5, atol=1e-7)
+
+    # and PyTorch's autograd agrees with both
+    tx = torch.tensor(x, requires_grad=True)
+    y = (tx.reshape(-1, FEATURES) @ torch.tensor(W1.T, dtype=torch.float32) + torch.tensor(B1, dtype=torch.float32))
+    y = y.reshape(-1, STEPS, HIDDEN)
+    h = torch.zeros(2, HIDDEN)
+    for t in range(STEPS):
+        h = torch.tanh(h @ torch.tensor(U, dtype=torch.float32) + y[:, t])
+    logits = h @ torch.tensor(W2.T, dtype=torch.float32) + torch.tensor(B2, dtype=torch.float32)
+    (logits ** 2).sum().backward()
+    np.testing.assert_allclose(a["dx"], tx.grad.numpy(), rtol=1e-4, atol=1e-6)
+
+    # make_trainable on the inference file trains its Dense layers through the loop as the traced model does
+    trainable = lt.Interpreter(model_content=lt.make_trainable(lt.convert(InferenceRNN(), ["infer"]), trainable="all",
+                                                               optimizer="sgd", learning_rate=0.1))
+    reference = lt.Interpreter(model_content=lt.convert(TracedRNN(), ["train"]))
+    labels = np.array([0, 2], np.int32)
+    for step in range(3):
+        xs = np.random.default_rng(step).standard_normal((2, STEPS, FEATURES)).astype(np.float32)
+        la = trainable.get_signature_runner("train")(x=xs, labels=labels)["loss"]
+        lb = reference.get_signature_runner("train")(x=xs, labels=labels)["loss"]
+        np.testing.assert_allclose(la, lb, rtol=1e-5)
+    ours = {k: v for k, v in trainable.get_variables().items() if not k.startswith("optimizer")}
+    theirs = reference.get_variables()
+    for name, value in ours.items():
+        match = [v for k, v in theirs.items() if not k.startswith("optimizer") and v.shape == value.shape]
+        assert any(np.allclose(value, m, rtol=1e-5, atol=1e-6) for m in match), name
+    assert not np.allclose(ours[next(k for k in ours if ours[k].shape == W1.shape)], W1)  # it did train

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import litetrain as lt
-from litetrain.make_trainable import MakeTrainableError, find_layers, make_trainable, select_weights
+from litetrain.importers.tflite import MakeTrainableError, find_layers, make_trainable, select_weights
 from litetrain.tflite import read_model
 
 MODEL = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "tf" / "mobilenet_v2.tflite"

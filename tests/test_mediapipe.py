@@ -57,7 +57,7 @@ def test_the_wheel_has_the_fourteen_models():
 def test_outputs_match_litert(path):
     if path.name in LITERT_CANNOT_RUN:
         ops = LITERT_CANNOT_RUN[path.name]
-        with pytest.raises(lt.tflite.UnsupportedOpError) as err:  # refused at load time, by name
+        with pytest.raises(lt.UnsupportedOpError) as err:  # refused at load time, by name
             lt.Interpreter(model_path=str(path))
         assert all(f"custom op '{op}'" in str(err.value) for op in ops)
         with pytest.raises(Exception, match="unresolved custom op"):
@@ -90,7 +90,7 @@ def test_outputs_match_litert(path):
 
 
 def test_inspect_describes_a_mediapipe_model():
-    from litetrain.inspect import inspect_model
+    from litetrain.tflite.inspect import inspect_model
     info = inspect_model(next(p for p in MODELS if p.name == "selfie_segmentation.tflite"))
     assert info["custom_ops"] == ["Convolution2DTransposeBias"]
     assert info["metadata"] and info["litetrain_can_run"] == "yes"

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from litetrain import ops  # registers every op
-from litetrain.autodiff import gradients
-from litetrain.ir import FLOAT_DTYPES, Signature, dtype_name, numpy_dtype
-from litetrain.registry import NOT_DIFFERENTIABLE, OPS, Builtin, get_op
+from litetrain.core.autodiff import gradients
+from litetrain.core.ir import FLOAT_DTYPES, Signature, dtype_name, numpy_dtype
+from litetrain.core.registry import NOT_DIFFERENTIABLE, OPS, Builtin, get_op
 from litetrain.runtime import ExecutionError, Executor, VariableStore
-from litetrain.trace import ProgramBuilder, TraceError
+from litetrain.core.trace import ProgramBuilder, TraceError
 
 from op_cases import BAD, CASES, STATEFUL_EXEMPT, NumPy, Raises, Torch
 
@@ -317,7 +317,7 @@ def test_every_registered_op_is_covered_by_the_table():
 
 def _file_mapping_problems(name, opdef):
     """A Builtin must name an operator, an options table and fields that the schema has."""
-    from litetrain.tflite.writer import camel, enum_members, schema_module
+    from litetrain.tflite.schema import camel, enum_members, schema_module
     spec = opdef.tflite
     if not isinstance(spec, Builtin):
         return []

@@ -1,4 +1,4 @@
-"""Transfer learning with one personalization file (litetrain.personalize) against independent
+"""Transfer learning with one personalization file (litetrain.apps.personalize) against independent
 implementations: head training vs PyTorch (also across adding a class), the added class vs the
 old predictions, LiteRT vs litetrain's interpreter, save/restore across grown heads, bad input.
 Both head modes: resizable, and fixed capacity (`max_classes`) in LiteRT's default (XNNPACK)
@@ -9,10 +9,10 @@ import pytest
 
 import litetrain as lt
 import litetrain.models  # noqa: F401  (lt.models)
-from litetrain.images import resize_bilinear
-from litetrain.personalize import (BaseModel, PersonalizeError, Preprocessing, convert_personalization,
+from litetrain.apps.personalize.images import resize_bilinear
+from litetrain.apps.personalize import (BaseModel, PersonalizeError, Preprocessing, convert_personalization,
                                    read_metadata)
-from litetrain.personalizer import Personalizer
+from litetrain.apps.personalize import Personalizer
 
 SIZE = 16
 
@@ -512,7 +512,7 @@ def test_cli_create_add_train_predict(tmp_path, capsys):
 
 def test_cli_max_classes_makes_a_fixed_capacity_file(tmp_path, capsys, monkeypatch):
     PIL = pytest.importorskip("PIL.Image", reason="Pillow writes the test's image files")
-    from litetrain import personalize
+    from litetrain.apps.personalize import base as personalize
     from litetrain.cli import main
     monkeypatch.setattr(personalize, "base_from_name", lambda name, size=None: tiny_base())
     model, state = str(tmp_path / "m.tflite"), str(tmp_path / "state")
@@ -558,7 +558,7 @@ def test_pretrained_base_finetunes_its_last_blocks_like_pytorch():
     """finetune=2 on the imported torchvision-layout MobileNetV2 trains features.17 and features.18
     (convolutions and batch-norm affines, batch norm on its running statistics) and the head: the
     same losses and bottlenecks as torch's eval-mode model with Adam on the same parameters."""
-    from litetrain.models import torch_zoo
+    from litetrain.importers.torch import zoo as torch_zoo
     size, lr = 64, 0.003
     base = _pretrained_base(size)
     data = convert_personalization(base, "softmax", num_classes=3, finetune=2, optimizer=lt.optim.Adam(lr))
@@ -612,7 +612,7 @@ def test_cli_pretrained_bases_and_missing_packages(tmp_path, capsys, monkeypatch
     import importlib.util
 
     from litetrain.cli import main
-    from litetrain.models import torch_zoo
+    from litetrain.importers.torch import zoo as torch_zoo
     _pretrained_base(32)  # skips when the weights are not installed
     model = str(tmp_path / "m.tflite")
     assert main(["personalize", "create", "--base", "mobilenet_v2", "--size", "32", "--finetune",
@@ -633,7 +633,7 @@ def test_efficientnet_lite0_base_bias_only_finetuning_like_pytorch():
     """The pretrained EfficientNet-Lite0 as a base (TF-SAME padding, pixels mapped to about [-1, 1]),
     TinyTL-style finetune="bias": `load` gives torch's features, and `train_finetune` takes torch's
     Adam steps on the network's biases and batch-norm offsets plus the head."""
-    from litetrain.models import torch_zoo
+    from litetrain.importers.torch import zoo as torch_zoo
     size, lr = 64, 0.003
     try:
         base = BaseModel.from_torch_zoo("efficientnet_lite0", size=size)

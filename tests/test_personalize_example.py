@@ -12,8 +12,8 @@ pytest.importorskip("torch", reason="PyTorch is the reference and the source of 
 
 @pytest.fixture(scope="module")
 def example():
-    from litetrain import data
-    from litetrain.models import torch_zoo
+    from litetrain.apps.demo import data
+    from litetrain.importers.torch import zoo as torch_zoo
     if importlib.util.find_spec("animal_mnist") is None:
         pytest.skip(f"Animal MNIST is not installed ({data.INSTALL_HINT})")
     try:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import litetrain as lt
-from litetrain.reliability import faults, models
-from litetrain.reliability.faults import fail_at, snapshot
+from tools.reliability import faults, models
+from tools.reliability.faults import fail_at, snapshot
 from litetrain.runtime import NonFiniteError
 from litetrain.tflite import UnsupportedOpError
 
@@ -92,7 +92,7 @@ def test_a_failed_save_keeps_the_previous_checkpoint(files, tmp_path, monkeypatc
     good = pathlib.Path(path).read_bytes()
     trained_more = trained(files["adam"], steps=4)
     import os
-    from litetrain import checkpoint
+    from litetrain.ops import checkpoint
 
     def full_disk(fd):
         raise OSError(28, "No space left on device")
@@ -289,7 +289,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 def _table_reproduces(mode):
     import subprocess
     import sys
-    from litetrain.reliability import fuzz
+    from tools.reliability import fuzz
     document = (ROOT / "RELIABILITY.md").read_text()
     own = len(models.seed_files())
     extra = len(models.mediapipe_files())

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import litetrain as lt
-from litetrain.nn.recurrent import load_torch_state_dict, torch_state_dict
+from litetrain.frontend.nn.recurrent import load_torch_state_dict, torch_state_dict
 
 torch = pytest.importorskip("torch", reason="PyTorch is the reference for the recurrent layers")
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import litetrain as lt
-from litetrain.registry import Custom, get_op
+from litetrain.core.registry import Custom, get_op
 from litetrain.tflite import read_model
 
 litert = pytest.importorskip("ai_edge_litert.interpreter", reason="ai-edge-litert is the TFLite oracle")

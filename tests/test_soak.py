@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from litetrain.reliability.soak import run_soak
+from tools.reliability.soak import run_soak
 
 
 def test_soak_small():

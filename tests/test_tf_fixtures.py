@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import litetrain as lt
-from litetrain import tf_checkpoint
+from litetrain.ops.tf import checkpoint as tf_checkpoint
 
 FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "tf"
 MODELS = ["mlp_sgd", "mlp_adam", "cnn_sgd", "cnn_adam"]

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import litetrain as lt
-from litetrain.make_trainable import TFLiteModule
-from litetrain.personalize import BaseModel, PersonalizeError, Preprocessing, convert_personalization
-from litetrain.reliability.models import mediapipe_files
+from litetrain.importers.tflite import TFLiteModule
+from litetrain.apps.personalize import BaseModel, PersonalizeError, Preprocessing, convert_personalization
+from tools.reliability.models import mediapipe_files
 
 MODEL = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "tf" / "mobilenet_v2.tflite"
 KERAS = Preprocessing((64, 64), 3, mean=0.5, std=0.5, scale=255.0)  # Keras' MobileNetV2 takes [-1, 1]

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 import litetrain.ops  # noqa: F401  (registers the ops the tables below walk)
-from litetrain.ir import DTYPES, Function, Node, Program, Signature, Variable
-from litetrain.registry import OPS, Builtin, get_op
+from litetrain.core.ir import DTYPES, Function, Node, Program, Signature, Variable
+from litetrain.core.registry import OPS, Builtin, get_op
 from litetrain.runtime import Executor
 from litetrain.tflite import InvalidModelError, UnsupportedOpError, read_model, write_model
-from litetrain.tflite.writer import enum_members, schema_module
+from litetrain.tflite.schema import enum_members, schema_module
 
 Model = schema_module("Model").Model
 

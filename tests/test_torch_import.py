@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 import litetrain as lt
-from litetrain.registry import Builtin, get_op
+from litetrain.core.registry import Builtin, get_op
 from litetrain.tflite import read_model
 
 torch = pytest.importorskip("torch", reason="PyTorch is the importer's source and the reference")
 F = torch.nn.functional
 
 from litetrain.importers import TorchImportError, from_torch  # noqa: E402
-from litetrain.models import torch_zoo  # noqa: E402
+from litetrain.importers.torch import zoo as torch_zoo  # noqa: E402
 from litert_child import run_signature  # noqa: E402
 
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
@@ -363,7 +363,7 @@ def test_bad_input_gets_clear_errors():
 
 
 def test_importing_litetrain_does_not_import_torch():
-    code = ("import sys, litetrain, litetrain.importers, litetrain.models.torch_zoo; "
+    code = ("import sys, litetrain, litetrain.importers, litetrain.importers.torch.zoo; "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -1,7 +1,7 @@
 """Importers: models made elsewhere, turned into litetrain Modules that trace into the same IR.
 
 `from_torch(model, example_input, ...)` imports a PyTorch nn.Module through `torch.export`
-(see litetrain/importers/torch.py). torch is imported only when the importer runs.
+(see litetrain/importers/torch/). torch is imported only when the importer runs.
 """
 from __future__ import annotations
 

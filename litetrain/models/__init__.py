@@ -3,14 +3,14 @@
 `image_classifier(net, input_shape, num_classes, optimizer)` gives a Module with two signatures:
 `train(x, y)` (NHWC float32 images, one-hot labels; cross-entropy on logits, one optimizer step on
 the net's trainable variables; returns the loss) and `infer(x)` (softmax `output` and `logits`),
-ready for `lt.convert`. `torch_reference.to_torch(net)` builds the same network in PyTorch from
+ready for `lt.convert`. `tools.torch_mirror.to_torch(net)` (in the repository) builds the same network in PyTorch from
 the same weights, for comparisons.
 """
 from __future__ import annotations
 
 from .. import ops
-from ..losses import CategoricalCrossentropy
-from ..module import Module, TensorSpec, signature
+from ..frontend.losses import CategoricalCrossentropy
+from ..frontend.module import Module, TensorSpec, signature
 from .mobilenet_v2 import InvertedResidual, MobileNetV2, make_divisible
 from .small_cnn import SmallCNN
 

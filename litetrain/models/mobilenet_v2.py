@@ -6,7 +6,7 @@ reference implementations do); the last 1x1 convolution keeps 1280 channels unle
 Stride-2 convolutions use TFLite's SAME padding (one pixel after the image on even inputs), as
 Keras's MobileNetV2 does with its `correct_pad`; torchvision pads one pixel on each side instead.
 Batch normalisation follows PyTorch's defaults (momentum 0.9 as decay, eps 1e-5, unbiased moving
-variance), so `torch_reference.to_torch` builds an exact PyTorch twin.
+variance), so `tools.torch_mirror.to_torch` builds an exact PyTorch twin.
 
 Transfer learning: `set_trainable_from(k)` freezes the stages before stage k (stage 0 is the
 stem, 1..17 the inverted residual blocks, 18 the last 1x1 convolution; the classifier is always
@@ -16,8 +16,8 @@ does for frozen batch normalisation; their backward pass is never generated.
 from __future__ import annotations
 
 from .. import ops
-from ..nn import BatchNormalization, Conv2D, Dense, DepthwiseConv2D, Dropout, GlobalAveragePooling2D, Layer
-from ..module import Param
+from ..frontend.nn import BatchNormalization, Conv2D, Dense, DepthwiseConv2D, Dropout, GlobalAveragePooling2D, Layer
+from ..frontend.module import Param
 
 # (expansion t, output channels c, repeats n, first stride s), from the paper's Table 2
 BLOCKS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))

@@ -1,7 +1,7 @@
 """A small CNN for 28x28 images (MNIST-like): two conv blocks, then a dense classifier."""
 from __future__ import annotations
 
-from ..nn import (Activation, BatchNormalization, Conv2D, Dense, Dropout, Flatten, MaxPool2D, Sequential)
+from ..frontend.nn import Activation, BatchNormalization, Conv2D, Dense, Dropout, Flatten, MaxPool2D, Sequential
 
 
 class SmallCNN(Sequential):
@@ -10,7 +10,7 @@ class SmallCNN(Sequential):
 
     Input NHWC `input_shape` (default 28x28x1). With batch_norm the convolutions have no bias and
     batch normalisation follows PyTorch's BatchNorm2d conventions (momentum 0.9 as decay, eps 1e-5,
-    unbiased moving variance), so `litetrain.models.torch_reference.to_torch` mirrors it exactly.
+    unbiased moving variance), so `tools.torch_mirror.to_torch` mirrors it exactly.
     Every layer is built at construction (seeded by its path in the model), so the weights exist
     before conversion."""
 

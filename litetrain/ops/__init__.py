@@ -1,27 +1,24 @@
-"""The primitive ops (TensorFlow Lite builtins with TFLite semantics) and their frontend functions.
+"""The primitive ops (TensorFlow Lite builtins with TFLite semantics) and the functions that build them.
 
-Importing this package registers every op family. The functions below build ops on symbolic
-tensors while a model is traced; they are also what gradient rules are written with.
+Importing this package registers every op family (one file each: shape rule, kernel, gradient
+rule and file mapping per op). The functions re-exported here (api.py, control.py, tensor_list.py)
+add ops to the function being traced; models, layers and gradient rules are written with them.
 """
-from . import elementwise, matmul, reduce, shape, state  # noqa: F401  (registers the ops)
-from .elementwise import (abs_, add, cast, cos, div, equal, exp, floor, gelu, greater, greater_equal,
-                          less, less_equal, log, logical_and, logical_not, maximum, minimum, mul, neg,
-                          not_equal, ones_like, pow_, relu, relu6, rsqrt, sigmoid, sign, sin, sqrt, square,
-                          squared_difference, sub, tanh, where, zeros_like)
-from .matmul import batch_matmul, fully_connected, matmul
-from .reduce import (argmax, log_softmax, reduce_max, reduce_mean, reduce_min, reduce_prod, reduce_sum,
-                     softmax)
-from .shape import (broadcast_to, concat, expand_dims, fill, gather, one_hot, pad, reshape, shape_of,
-                    slice_, squeeze, transpose)
-from . import conv, pool, random  # noqa: F401,E402  (convolution, pooling and random families)
-from .conv import conv_2d, depthwise_conv_2d, transpose_conv
-from .pool import average_pool_2d, hard_swish, leaky_relu, max_pool_2d
-from .random import random_uniform, random_uniform_like
-from . import control, sequence  # noqa: F401,E402  (while/if, tensor-list and embedding ops)
-from .sequence import arange, dynamic_update_slice, gather_nd, scatter_nd
-from . import interop, tf_ops  # noqa: F401,E402  (builtins real files use; TensorFlow's Flex ops)
-from .interop import strided_slice, tile
-from ..trace import Tensor
+from . import (activation, conv, elementwise, gather_scatter, image, matmul, pool, quantize,  # noqa: F401
+               random, reduce, shape, state, tf)  # (registers the op families)
+from ..core.trace import Tensor
+from .api import (abs_, add, arange, argmax, average_pool_2d, batch_matmul, broadcast_to, cast, concat,  # noqa: F401,F811
+                  conv_2d, cos, depthwise_conv_2d, div, dynamic_update_slice, equal, exp, expand_dims, fill,
+                  floor, fully_connected, gather, gather_nd, gelu, greater, greater_equal, hard_swish,
+                  leaky_relu, less, less_equal, log, log_softmax, logical_and, logical_not, matmul, max_pool_2d,
+                  maximum, minimum, mul, neg, not_equal, one_hot, ones_like, pad, pow_, random_uniform,
+                  random_uniform_like, reduce_max, reduce_mean, reduce_min, reduce_prod, reduce_sum, relu, relu6,
+                  reshape, rsqrt, scatter_nd, shape_of, sigmoid, sign, sin, slice_, softmax, sqrt, square,
+                  squared_difference, squeeze, strided_slice, sub, tanh, tile, transpose, transpose_conv, where,
+                  zeros_like)
+from .control import cond, while_loop  # noqa: F401
+from .tensor_list import (check_at_most, list_from_tensor, list_read, list_reserve, list_stack,  # noqa: F401
+                          list_write)
 
 abs = abs_  # noqa: A001
 pow = pow_  # noqa: A001
@@ -37,8 +34,5 @@ for _name, _fn in _OPERATORS.items():
     setattr(Tensor, _name, _fn)
 Tensor.__neg__ = neg
 Tensor.T = property(lambda self: transpose(self, list(range(self.ndim))[::-1]))
-Tensor.reshape = lambda self, *shape: reshape(self, list(shape[0]) if len(shape) == 1 and isinstance(
-    shape[0], (list, tuple)) else list(shape))
-
-from ..loops import (cond, list_from_tensor, list_read, list_reserve, list_stack, list_write,  # noqa: E402
-                     while_loop)
+Tensor.reshape = lambda self, *dims: reshape(self, list(dims[0]) if len(dims) == 1 and isinstance(
+    dims[0], (list, tuple)) else list(dims))

@@ -1,9 +1,12 @@
-"""Helpers shared by the op families: shape inference rules and gradient plumbing."""
+"""Helpers shared by the op families: shape inference rules, definition helpers and gradient plumbing."""
 from __future__ import annotations
 
 import numpy as np
 
-from ..trace import Tensor, builder_of
+from ..core.ir import FLOAT_DTYPES
+from ..core.registry import Builtin, defop
+from ..core.trace import Tensor, builder_of
+from .api import cast, gather, reduce_prod, reduce_sum, reshape, shape_of
 
 
 def broadcast_shapes(*shapes):
@@ -101,7 +104,6 @@ def no_fused_activation(attrs, op):
 
 def unbroadcast(g: Tensor, x: Tensor) -> Tensor:
     """Sum `g` (shaped like a broadcast result) down to the shape of `x`."""
-    from . import reshape, reduce_sum, shape_of
     gs, xs = g.shape, x.shape
     lead = len(gs) - len(xs)
     axes = list(range(lead))
@@ -120,7 +122,6 @@ def unbroadcast(g: Tensor, x: Tensor) -> Tensor:
 
 def num_elements(x: Tensor, axes=None, dtype=None) -> Tensor:
     """The number of elements of `x` (over `axes`), as a scalar tensor of x's dtype."""
-    from . import cast, gather, reduce_prod, shape_of
     fb = builder_of(x)
     dims = [x.shape[a] for a in (range(x.ndim) if axes is None else axes)]
     dtype = dtype or x.dtype
@@ -130,3 +131,32 @@ def num_elements(x: Tensor, axes=None, dtype=None) -> Tensor:
     if axes is not None:
         shp = gather(shp, fb.const(np.asarray(list(axes), np.int32)))
     return cast(reduce_prod(shp, [0]), dtype)
+
+
+def static_shape(t, what):
+    """The static shape of `t`, which a gradient rule needs (NotImplementedError otherwise)."""
+    if None in t.shape:
+        raise NotImplementedError(f"the gradient needs the static shape of {what}, got {t.shape}")
+    return tuple(t.shape)
+
+
+# -- definition helpers ---------------------------------------------------------------------------
+def typed_same(dtypes):
+    """Output like the input, for inputs of `dtypes` (those TFLite's kernel accepts)."""
+    def infer(attrs, inputs):
+        x, = inputs
+        if x.dtype not in dtypes:
+            raise ValueError(f"takes {'/'.join(dtypes)} input, got {x.dtype}")
+        return [(x.dtype, x.shape)]
+    return infer
+
+
+def unary(name, code, fn, vjp, options=None, fields=None, attrs=None, dtypes=FLOAT_DTYPES):
+    """Register a one-input op whose output is like its input."""
+    defop(name, infer=typed_same(dtypes), kernel=fn, vjp=vjp, attrs=attrs, num_inputs=(1, 1),
+          tflite=Builtin(code, options, fields or {}))
+
+
+def typed(fn):
+    """A kernel that casts `fn`'s result back to its input's dtype."""
+    return lambda x: np.asarray(fn(x), dtype=x.dtype)

@@ -17,21 +17,29 @@ training file runs on stock LiteRT, where TensorFlow's own converter needs Flex 
 - transpose_conv: input gradient = CONV_2D; filter gradient = CONV_2D over transposed operands.
 
 Kernels use stride tricks with tensordot/matmul, or loop over kernel taps (never over pixels). The
-helpers at the end (windows, padding fits, the depthwise gradients) serve pool.py too.
+helpers at the end (windows, padding fits, the depthwise gradients) serve pool.py too. MediaPipe's
+custom transposed convolution with bias (Convolution2DTransposeBias) is at the very end.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..ir import FLOAT_DTYPES
-from ..registry import Builtin, defop
-from ..trace import builder_of
-from ._util import fused
+from ..core.ir import FLOAT_DTYPES
+from ..core.registry import OPS, Builtin, Custom, defop
+from ..core.trace import builder_of
+from ._util import fused, static_shape
+from .api import (batch_matmul, concat, conv_2d, depthwise_conv_2d, gather, greater, less, logical_and, mul, pad,
+                  reduce_sum, reshape, shape_of, slice_, strided_slice, transpose, transpose_conv, where,
+                  zeros_like)
 
 PADDINGS = ("SAME", "VALID")
 CLAMPS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")  # the fused activations these TFLite kernels apply
+
+
 CONV_ATTRS = {"padding": "SAME", "stride_w": 1, "stride_h": 1, "dilation_w_factor": 1, "dilation_h_factor": 1,
               "fused_activation_function": "NONE"}
+
+
 CONV_FIELDS = {"padding": "padding", "stride_w": "int", "stride_h": "int", "dilation_w_factor": "int",
                "dilation_h_factor": "int", "fused_activation_function": "activation"}
 
@@ -159,7 +167,6 @@ def _conv_kernel(x, w, b=None, padding="SAME", stride_w=1, stride_h=1, dilation_
 
 def _conv_vjp(inputs, outputs, grads, padding="SAME", stride_w=1, stride_h=1, dilation_w_factor=1,
               dilation_h_factor=1, fused_activation_function="NONE"):
-    from . import batch_matmul, reduce_sum, reshape, transpose
     x, w = inputs[0], inputs[1]
     g = _unfuse(grads[0], outputs[0], fused_activation_function)
     n, h, wd, c = x.shape
@@ -235,7 +242,6 @@ def _depthwise_kernel(x, w, b=None, padding="SAME", stride_w=1, stride_h=1, dept
 
 def _depthwise_vjp(inputs, outputs, grads, padding="SAME", stride_w=1, stride_h=1, depth_multiplier=1,
                    dilation_w_factor=1, dilation_h_factor=1, fused_activation_function="NONE"):
-    from . import reduce_sum
     x, w = inputs[0], inputs[1]
     g = _unfuse(grads[0], outputs[0], fused_activation_function)
     _need_static(x, "depthwise_conv_2d")
@@ -300,7 +306,6 @@ def _tconv_kernel(output_shape, w, x, b=None, padding="SAME", stride_w=1, stride
 
 
 def _tconv_vjp(inputs, outputs, grads, padding="SAME", stride_w=1, stride_h=1, fused_activation_function="NONE"):
-    from . import reduce_sum, transpose
     w, x = inputs[1], inputs[2]
     g = _unfuse(grads[0], outputs[0], fused_activation_function)
     _, h, wd, _ = g.shape
@@ -345,7 +350,6 @@ def _need_static(x, op):
 
 def _unfuse(g, y, activation):
     """The gradient before a fused clamp (RELU, RELU6, RELU_N1_TO_1), from the op's output y."""
-    from . import greater, less, logical_and, where, zeros_like
     if activation == "NONE":
         return g
     lo, hi = {"RELU": (0.0, None), "RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0)}[activation]
@@ -353,22 +357,8 @@ def _unfuse(g, y, activation):
     return where(inside, g, zeros_like(g))
 
 
-def _zero_bias(filters, axis):
-    """Zeros, one per output channel of a filter (dim `axis`: 0 for conv_2d, 3 for depthwise): a
-    constant, or FILL of the run-time size when that dim is unknown."""
-    from . import fill, shape_of, slice_
-    fb = builder_of(filters)
-    n = filters.shape[axis]
-    if n is not None:
-        return fb.const(np.zeros(n), filters.dtype)
-    zeros = fill(slice_(shape_of(filters), [axis], [1]), 0.0, filters.dtype)
-    zeros.info.shape = (None,)
-    return zeros
-
-
 def _shape_like(x):
     """x's shape as an int32 tensor: a constant when known, else SHAPE(x)."""
-    from . import shape_of
     if None not in x.shape:
         return builder_of(x).const(np.asarray(x.shape, np.int32))
     return shape_of(x)
@@ -377,7 +367,6 @@ def _shape_like(x):
 def _fit_hw(t, rows, cols):
     """Shift and size axes 1 and 2 of a rank-4 tensor: (before, total) pads `before` zeros in front
     (or drops -before leading entries), then pads with zeros or cuts at the end to `total`."""
-    from . import pad, slice_
     pads, begin, size, cut = [[0, 0]], [0], [-1], False
     for axis, (before, total) in ((1, rows), (2, cols)):
         n = t.shape[axis]
@@ -397,7 +386,6 @@ def _fit_hw(t, rows, cols):
 def _spread(t, axis, factor):
     """Insert factor - 1 zeros after every entry of axis 1 or 2 of a rank-4 tensor (dim 0 may be
     unknown): size n -> n * factor, the original entries at multiples of `factor`."""
-    from . import pad, reshape
     if factor == 1:
         return t
     _, a, b, c = t.shape
@@ -419,7 +407,6 @@ def _dilate(w, dh, dw):
 
 def _flip_hw(w):
     """A [1, kh, kw, C] filter turned by 180 degrees (GATHER with reversed indices)."""
-    from . import gather
     fb = builder_of(w)
     for axis in (1, 2):
         if w.shape[axis] > 1:
@@ -431,7 +418,6 @@ def _depthwise_input_grad(g, w, win: _Window, m):
     """d input of a depthwise convolution: the output gradient with zeros between strided pixels,
     padded so that every tap lands, correlated with the flipped filter; then summed over the M
     filter channels of each input channel."""
-    from . import reduce_sum, reshape
     gz = _spread(_spread(g, 1, win.sh), 2, win.sw)
     eh, ew = (win.kh - 1) * win.dh, (win.kw - 1) * win.dw
     gz = _fit_hw(gz, (eh - win.pt, win.h + eh), (ew - win.pl, win.w + ew))
@@ -450,7 +436,6 @@ def _window_input(x, win: _Window):
 
 def _tap_slice(xf, win: _Window, i, j):
     """The pixels of _window_input that kernel tap (i, j) reads, one per output pixel: [N, Ho, Wo, C]."""
-    from . import strided_slice
     r, s = i * win.dh, j * win.dw
     return strided_slice(xf, [0, r, s, 0], [0, r + (win.ho - 1) * win.sh + 1, s + (win.wo - 1) * win.sw + 1, 0],
                          [1, win.sh, win.sw, 1], begin_mask=0b1001, end_mask=0b1001)
@@ -462,7 +447,6 @@ def _depthwise_filter_grad(x, g, win: _Window, m):
     kh*kw sums [C*M] are concatenated. (Not one DEPTHWISE_CONV_2D with batch and channels folded
     into N*C*M channels: LiteRT's float depthwise kernel never returns above 4832 output channels,
     which MobileNetV2's 960-channel blocks reach at a batch of 6.)"""
-    from . import concat, mul, reduce_sum, reshape
     c = x.shape[3]
     xf = _window_input(x, win)
     if m > 1:  # filter channel c*M + k reads input channel c
@@ -477,55 +461,63 @@ def _depthwise_filter_grad(x, g, win: _Window, m):
     return reshape(concat(taps, 0), [1, win.kh, win.kw, c * m])
 
 
-# -- the frontend functions -----------------------------------------------------------------------------
-def _pair(v, what):
-    pair = (int(v), int(v)) if np.ndim(v) == 0 else tuple(int(a) for a in v)
-    if len(pair) != 2:
-        raise ValueError(f"{what} must be an int or a pair of ints, got {v!r}")
-    return pair
+# -- MediaPipe's Convolution2DTransposeBias (a custom op in MediaPipe's segmentation models) ----------------------
+# TRANSPOSE_CONV with a bias and its output size implied by the padding, as MediaPipe's
+# transpose_conv_bias.cc defines it; options are the raw TfLiteTransposeConvParams struct
+# (int32 padding: 1 SAME, 2 VALID; int32 stride_width; int32 stride_height).
+_MP_PADDING = {1: "SAME", 2: "VALID"}
 
 
-def _emit(op, inputs, attrs):
-    fb = builder_of(*inputs)
-    return fb.emit(op, [None if t is None else fb.to_tensor(t) for t in inputs], attrs)
+def _mp_decode(raw: bytes) -> dict:
+    if len(raw) < 12:
+        raise ValueError(f"options hold {len(raw)} bytes; TfLiteTransposeConvParams needs 12")
+    padding, stride_w, stride_h = np.frombuffer(raw[:12], "<i4").tolist()
+    if padding not in _MP_PADDING or stride_w < 1 or stride_h < 1:
+        raise ValueError(f"padding {padding} / strides {stride_w}x{stride_h} are not valid")
+    return {"padding": _MP_PADDING[padding], "stride_w": stride_w, "stride_h": stride_h}
 
 
-def conv_2d(x, filters, bias=None, strides=1, padding="SAME", dilations=1, activation="NONE"):
-    """2-D convolution of NHWC `x` with OHWI `filters` [out, kh, kw, in]; without a bias, a zero
-    bias (TFLite's CONV_2D requires one)."""
-    (sh, sw), (dh, dw) = _pair(strides, "strides"), _pair(dilations, "dilations")
-    fb = builder_of(x, filters)
-    filters = fb.to_tensor(filters)
-    bias = _zero_bias(filters, 0) if bias is None else bias
-    return _emit("conv_2d", [x, filters, bias],
-                 {"padding": padding.upper(), "stride_h": sh, "stride_w": sw, "dilation_h_factor": dh,
-                  "dilation_w_factor": dw, "fused_activation_function": activation})
+def _mp_encode(attrs: dict) -> bytes:
+    code = {v: k for k, v in _MP_PADDING.items()}[attrs.get("padding", "SAME")]
+    return np.asarray([code, attrs.get("stride_w", 1), attrs.get("stride_h", 1)], "<i4").tobytes()
 
 
-def depthwise_conv_2d(x, filters, bias=None, strides=1, padding="SAME", dilations=1, depth_multiplier=1,
-                      activation="NONE"):
-    """Per-channel 2-D convolution; `filters` is [1, kh, kw, in * depth_multiplier]; without a
-    bias, a zero bias (TFLite's DEPTHWISE_CONV_2D requires one)."""
-    (sh, sw), (dh, dw) = _pair(strides, "strides"), _pair(dilations, "dilations")
-    fb = builder_of(x, filters)
-    filters = fb.to_tensor(filters)
-    bias = _zero_bias(filters, 3) if bias is None else bias
-    return _emit("depthwise_conv_2d", [x, filters, bias],
-                 {"padding": padding.upper(), "stride_h": sh, "stride_w": sw, "dilation_h_factor": dh,
-                  "dilation_w_factor": dw, "depth_multiplier": int(depth_multiplier),
-                  "fused_activation_function": activation})
+def _mp_out(size, k, stride, padding):
+    return None if size is None else size * stride if padding == "SAME" else (size - 1) * stride + k
 
 
-def transpose_conv(output_shape, filters, x, bias=None, strides=1, padding="SAME", activation="NONE",
-                   known_shape=None):
-    """The transpose of conv_2d (its input gradient): `filters` [out, kh, kw, in], `output_shape` an
-    int32[4] tensor or list. `known_shape` states the output's static shape when output_shape is
-    computed at run time."""
+def _mp_out_shape(x_shape, w_shape, attrs):
+    return (x_shape[0], _mp_out(x_shape[1], w_shape[1], attrs["stride_h"], attrs["padding"]),
+            _mp_out(x_shape[2], w_shape[2], attrs["stride_w"], attrs["padding"]), w_shape[0])
+
+
+def _mp_infer(attrs, inputs):
+    x, w, b = inputs
+    if len(x.shape) != 4 or len(w.shape) != 4 or w.shape[1] is None or w.shape[2] is None:
+        raise ValueError("Convolution2DTransposeBias takes a 4-D input and a 4-D filter [out, kh, kw, in]")
+    if x.shape[3] is not None and w.shape[3] is not None and x.shape[3] != w.shape[3]:
+        raise ValueError(f"the input has {x.shape[3]} channels, the filter takes {w.shape[3]}")
+    return [(x.dtype, _mp_out_shape(x.shape, w.shape, attrs))]
+
+
+def _mp_kernel(x, w, b, padding="SAME", stride_w=1, stride_h=1):
+    shape = np.asarray(_mp_out_shape(x.shape, w.shape, {"padding": padding, "stride_w": stride_w,
+                                                          "stride_h": stride_h}), np.int32)
+    return OPS["transpose_conv"].kernel(shape, w, x, b, padding=padding, stride_w=stride_w, stride_h=stride_h)
+
+
+def _mp_vjp(inputs, outputs, grads, **attrs):
+    x, w, b = inputs
+    shape = static_shape(outputs[0], "Convolution2DTransposeBias's output")
     fb = builder_of(x)
-    sh, sw = _pair(strides, "strides")
-    shape = output_shape if hasattr(output_shape, "fb") else fb.const(np.asarray(output_shape, np.int32))
-    y = _emit("transpose_conv", [shape, filters, x] + ([bias] if bias is not None else []),
-              {"padding": padding.upper(), "stride_h": sh, "stride_w": sw, "fused_activation_function": activation})
-    if known_shape is not None:
-        y.info.shape = tuple(k if k is not None else d for k, d in zip(known_shape, y.shape))
-    return y
+    _, dw, dx, db = OPS["transpose_conv"].vjp([fb.const(np.asarray(shape, np.int32)), w, x, b], outputs, grads,
+                                               fused_activation_function="NONE", **attrs)
+    return [dx, dw, db]
+
+
+def _mp_custom():
+    return Custom("Convolution2DTransposeBias", decode=_mp_decode, encode=_mp_encode)
+
+
+defop("mediapipe.convolution_2d_transpose_bias", infer=_mp_infer, kernel=_mp_kernel, vjp=_mp_vjp,
+      attrs={"padding": "SAME", "stride_w": 1, "stride_h": 1}, num_inputs=(3, 3), tflite=_mp_custom())

@@ -1,11 +1,11 @@
-"""Matrix products: fully_connected (TFLite's dense layer op) and batch_matmul."""
+"""Matrix products: fully_connected (TFLite's dense layer) and batch_matmul."""
 from __future__ import annotations
 
 import numpy as np
 
-from ..registry import Builtin, defop
-from ..trace import builder_of
+from ..core.registry import Builtin, defop
 from ._util import broadcast_shapes, fused, no_fused_activation, unbroadcast
+from .api import batch_matmul, reduce_sum, reshape, shape_of
 
 
 def _fc_infer(attrs, inputs):
@@ -41,7 +41,6 @@ def _fc_kernel(x, w, b=None, fused_activation_function="NONE", keep_num_dims=Fal
 
 
 def _fc_vjp(inputs, outputs, grads, **attrs):
-    from . import batch_matmul, reduce_sum, reshape
     no_fused_activation(attrs, "fully_connected")
     x, w = inputs[0], inputs[1]
     g, = grads
@@ -60,7 +59,6 @@ def _fc_vjp(inputs, outputs, grads, **attrs):
 
 
 def _shape(x):
-    from . import shape_of
     return shape_of(x)
 
 
@@ -113,20 +111,3 @@ defop("batch_matmul", infer=_bmm_infer, kernel=_bmm_kernel, vjp=_bmm_vjp, num_in
       attrs={"adj_x": False, "adj_y": False, "asymmetric_quantize_inputs": False},
       tflite=Builtin("BATCH_MATMUL", "BatchMatMulOptions",
                      {"adj_x": "bool", "adj_y": "bool", "asymmetric_quantize_inputs": "bool"}))
-
-
-def fully_connected(x, weights, bias=None, keep_num_dims=False):
-    """x @ weights^T + bias, with weights shaped [units, input_dim] as in TensorFlow Lite."""
-    fb = builder_of(x)
-    ins = [x, fb.to_tensor(weights)] + ([fb.to_tensor(bias)] if bias is not None else [])
-    return fb.emit("fully_connected", ins, {"keep_num_dims": bool(keep_num_dims)})
-
-
-def batch_matmul(a, b, adj_x=False, adj_y=False):
-    fb = builder_of(a, b)
-    return fb.emit("batch_matmul", [fb.to_tensor(a), fb.to_tensor(b)],
-                   {"adj_x": bool(adj_x), "adj_y": bool(adj_y)})
-
-
-def matmul(a, b):
-    return batch_matmul(a, b)

@@ -1,5 +1,4 @@
-"""Pooling (max, average; NHWC, TensorFlow Lite semantics) with gradients in builtin ops, and the
-activations mobile CNNs add (hard_swish, leaky_relu).
+"""Pooling (max, average; NHWC, TensorFlow Lite semantics) with gradients in builtin ops.
 
 Max pool's gradient goes to each window's first maximum (as TFLite's and PyTorch's kernels pick it;
 padding never wins). When the windows tile the image, their pixels are gathered by RESHAPE/TRANSPOSE
@@ -19,15 +18,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir import FLOAT_DTYPES
-from ..registry import Builtin, defop
-from ..trace import builder_of
+from ..core.ir import FLOAT_DTYPES
+from ..core.registry import Builtin, defop
+from ..core.trace import builder_of
 from ._util import fused
-from .conv import (_Window, _check_window, _depthwise_input_grad, _fit_hw, _need_static, _out_dim, _pair, _prepare,
-                   _rank4, _spread, _tap, _tap_slice, _unfuse, _window_input)
+from .api import add, argmax, div, equal, greater, mul, one_hot, reshape, transpose, where
+from .conv import (_check_window, _depthwise_input_grad, _fit_hw, _need_static, _out_dim, _prepare, _rank4,
+                   _spread, _tap, _tap_slice, _unfuse, _Window, _window_input)
 
 POOL_ATTRS = {"padding": "SAME", "stride_w": 1, "stride_h": 1, "filter_width": 1, "filter_height": 1,
               "fused_activation_function": "NONE"}
+
+
 POOL_FIELDS = {"padding": "padding", "stride_w": "int", "stride_h": "int", "filter_width": "int",
                "filter_height": "int", "fused_activation_function": "activation"}
 
@@ -84,7 +86,6 @@ def _pool_window(x, attrs, op):
 
 
 def _max_pool_vjp(inputs, outputs, grads, **attrs):
-    from . import add, argmax, equal, greater, mul, one_hot, reshape, where
     x, = inputs
     g = _unfuse(grads[0], outputs[0], attrs["fused_activation_function"])
     win = _pool_window(x, attrs, "max_pool_2d")
@@ -119,7 +120,6 @@ def _max_pool_vjp(inputs, outputs, grads, **attrs):
 
 
 def _avg_pool_vjp(inputs, outputs, grads, **attrs):
-    from . import div
     x, = inputs
     g = _unfuse(grads[0], outputs[0], attrs["fused_activation_function"])
     win = _pool_window(x, attrs, "average_pool_2d")
@@ -138,7 +138,6 @@ defop("average_pool_2d", infer=_pool_infer, kernel=_avg_pool_kernel, vjp=_avg_po
 
 def _tiles(x, win: _Window):
     """[N, Ho*kh, Wo*kw, C] -> [N, Ho*Wo, kh*kw, C]: each window's pixels in row-major order."""
-    from . import reshape, transpose
     c = x.shape[3]
     t = reshape(x, [-1, win.ho, win.kh, win.wo, win.kw, c])
     return reshape(transpose(t, [0, 1, 3, 2, 4, 5]), [-1, win.ho * win.wo, win.kh * win.kw, c])
@@ -146,7 +145,6 @@ def _tiles(x, win: _Window):
 
 def _untile(t, win: _Window):
     """The inverse of _tiles."""
-    from . import reshape, transpose
     c = t.shape[3]
     t = reshape(t, [-1, win.ho, win.wo, win.kh, win.kw, c])
     return reshape(transpose(t, [0, 1, 3, 2, 4, 5]), [-1, win.ho * win.kh, win.wo * win.kw, c])
@@ -163,62 +161,3 @@ def _tap_masks(win: _Window):
     taps = np.arange(win.kh * win.kw)
     return (inside.transpose(2, 0, 1)[:, None, :, :, None],
             (first[None] == taps[:, None, None])[:, None, :, :, None])
-
-
-# -- activations of mobile CNNs -------------------------------------------------------------------------
-def _float_same(attrs, inputs):
-    x, = inputs
-    if x.dtype not in FLOAT_DTYPES:
-        raise ValueError(f"takes float input, got {x.dtype}")
-    return [(x.dtype, x.shape)]
-
-
-def _hard_swish_kernel(x):
-    return (x * np.clip(x + 3, 0, 6) / 6).astype(x.dtype, copy=False)
-
-
-def _hard_swish_vjp(inputs, outputs, grads):
-    from . import add, greater, less, mul, where, zeros_like
-    x, = inputs
-    g, = grads
-    slope = where(less(x, -3.0), zeros_like(x), where(greater(x, 3.0), 1.0, add(mul(x, 1.0 / 3.0), 0.5)))
-    return [mul(g, slope)]
-
-
-def _leaky_relu_vjp(inputs, outputs, grads, alpha=0.2):
-    from . import greater, mul, where
-    x, = inputs
-    g, = grads
-    return [where(greater(x, 0.0), g, mul(g, float(alpha)))]
-
-
-defop("hard_swish", infer=_float_same, kernel=_hard_swish_kernel, vjp=_hard_swish_vjp, num_inputs=(1, 1),
-      tflite=Builtin("HARD_SWISH", "HardSwishOptions"))
-defop("leaky_relu", infer=_float_same, vjp=_leaky_relu_vjp, num_inputs=(1, 1), attrs={"alpha": 0.2},
-      kernel=lambda x, alpha=0.2: np.where(x > 0, x, x * np.asarray(alpha, x.dtype)).astype(x.dtype, copy=False),
-      tflite=Builtin("LEAKY_RELU", "LeakyReluOptions", {"alpha": "float"}))
-
-
-# -- the frontend functions -------------------------------------------------------------------------------
-def _pool(op, x, pool_size, strides, padding, activation):
-    (kh, kw) = _pair(pool_size, "pool_size")
-    (sh, sw) = _pair(pool_size if strides is None else strides, "strides")
-    return builder_of(x).emit(op, [x], {"padding": padding.upper(), "stride_h": sh, "stride_w": sw,
-                                        "filter_height": kh, "filter_width": kw,
-                                        "fused_activation_function": activation})
-
-
-def max_pool_2d(x, pool_size=2, strides=None, padding="VALID", activation="NONE"):
-    return _pool("max_pool_2d", x, pool_size, strides, padding, activation)
-
-
-def average_pool_2d(x, pool_size=2, strides=None, padding="VALID", activation="NONE"):
-    return _pool("average_pool_2d", x, pool_size, strides, padding, activation)
-
-
-def hard_swish(x):
-    return builder_of(x).emit("hard_swish", [x])
-
-
-def leaky_relu(x, alpha=0.2):
-    return builder_of(x).emit("leaky_relu", [x], {"alpha": float(alpha)})

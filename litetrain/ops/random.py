@@ -17,11 +17,12 @@ import os
 
 import numpy as np
 
-from ..registry import NOT_DIFFERENTIABLE, Builtin, defop
-from ..trace import builder_of
+from ..core.registry import NOT_DIFFERENTIABLE, Builtin, defop
 
 PHILOX_M = (0xD2511F53, 0xCD9E8D57)
 PHILOX_W = (0x9E3779B9, 0xBB67AE85)
+
+
 MASK32 = np.uint64(0xFFFFFFFF)
 
 
@@ -101,20 +102,3 @@ def _random_uniform_infer(attrs, inputs):
 defop("random_uniform", infer=_random_uniform_infer, kernel=_random_uniform_kernel, vjp=NOT_DIFFERENTIABLE,
       attrs={"seed": 0, "seed2": 0}, stateful=True, num_inputs=(1, 1),
       tflite=Builtin("RANDOM_UNIFORM", "RandomOptions", {"seed": "int", "seed2": "int"}))
-
-
-def random_uniform(shape, seed=0, seed2=0):
-    """Floats uniform in [0, 1) of `shape`, an int32 tensor (e.g. shape_of(x)); every call of the
-    signature draws new numbers from the node's stream."""
-    return builder_of(shape).emit("random_uniform", [shape], {"seed": int(seed), "seed2": int(seed2)})
-
-
-def random_uniform_like(x, seed=0, seed2=0):
-    """Floats uniform in [0, 1) shaped like `x` (a constant shape when x's shape is known, else
-    SHAPE(x) at run time)."""
-    from .shape import shape_of
-    fb = builder_of(x)
-    dims = fb.const(np.asarray(x.shape, np.int32)) if None not in x.shape else shape_of(x)
-    y = random_uniform(dims, seed, seed2)
-    y.info.shape = tuple(x.shape)
-    return y

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir import FLOAT_DTYPES
-from ..registry import NOT_DIFFERENTIABLE, Builtin, defop
-from ..trace import builder_of
+from ..core.ir import FLOAT_DTYPES
+from ..core.registry import NOT_DIFFERENTIABLE, Builtin, defop
+from ..core.trace import builder_of
 from ._util import const_value, normalize_axes, num_elements
+from .api import broadcast_to, cast, div, equal, exp, mul, reduce_sum, reshape, shape_of, sub, where
 
 KEEP = {"keep_dims": False}
 KEEP_FIELD = {"keep_dims": "bool"}
@@ -37,16 +38,14 @@ def _axes_of(x, axis):
 
 def _expand_back(g, x, axes, keep_dims):
     """Broadcast a reduced gradient back to x's shape."""
-    from . import broadcast_to, reshape, shape_of
     if not keep_dims:
         kept = [1 if i in axes else d for i, d in enumerate(x.shape)]
         if sum(d is None for d in kept) <= 1:
             g = reshape(g, [-1 if d is None else d for d in kept])
         else:
             fb = builder_of(g)
-            from . import where as _where
             mask = fb.const(np.asarray([i in axes for i in range(x.ndim)]))
-            dyn = _where(mask, fb.const(np.ones(x.ndim, np.int32)), shape_of(x))
+            dyn = where(mask, fb.const(np.ones(x.ndim, np.int32)), shape_of(x))
             g = reshape(g, dyn, known_shape=tuple(kept))
     if None in x.shape:
         return broadcast_to(g, shape_of(x), known_shape=x.shape)
@@ -59,7 +58,6 @@ def _sum_vjp(inputs, outputs, grads, keep_dims=False):
 
 
 def _mean_vjp(inputs, outputs, grads, keep_dims=False):
-    from . import div
     x, axis = inputs
     axes = _axes_of(x, axis)
     g = div(grads[0], num_elements(x, axes))
@@ -68,7 +66,6 @@ def _mean_vjp(inputs, outputs, grads, keep_dims=False):
 
 def _extreme_vjp(inputs, outputs, grads, keep_dims=False):
     """Gradient of max/min: shared equally among the elements that attain it."""
-    from . import cast, div, equal, mul, reduce_sum
     x, axis = inputs
     axes = _axes_of(x, axis)
     y = _expand_back(outputs[0], x, axes, keep_dims)
@@ -79,7 +76,6 @@ def _extreme_vjp(inputs, outputs, grads, keep_dims=False):
 
 
 def _prod_vjp(inputs, outputs, grads, keep_dims=False):
-    from . import div, mul
     x, axis = inputs
     axes = _axes_of(x, axis)
     # d prod / dx_i = prod / x_i (inputs with zeros are outside this rule's domain)
@@ -121,7 +117,6 @@ def _softmax_kernel(x, beta=1.0):
 
 
 def _softmax_vjp(inputs, outputs, grads, beta=1.0):
-    from . import mul, reduce_sum, sub
     y, = outputs
     g, = grads
     gy = mul(g, y)
@@ -135,7 +130,6 @@ def _log_softmax_kernel(x):
 
 
 def _log_softmax_vjp(inputs, outputs, grads):
-    from . import exp, mul, reduce_sum, sub
     g, = grads
     return [sub(g, mul(exp(outputs[0]), reduce_sum(g, [-1], keepdims=True)))]
 
@@ -153,31 +147,3 @@ defop("softmax", infer=_softmax_infer, kernel=_softmax_kernel, vjp=_softmax_vjp,
       num_inputs=(1, 1), tflite=Builtin("SOFTMAX", "SoftmaxOptions", {"beta": "float"}))
 defop("log_softmax", infer=_softmax_infer, kernel=_log_softmax_kernel, vjp=_log_softmax_vjp, num_inputs=(1, 1),
       tflite=Builtin("LOG_SOFTMAX", "LogSoftmaxOptions"))
-
-
-def _reduce(op, x, axis, keepdims):
-    fb = builder_of(x)
-    if axis is None:
-        axis = list(range(x.ndim))
-    axes = np.asarray(np.atleast_1d(axis), dtype=np.int32)
-    return fb.emit(op, [x, fb.const(axes)], {"keep_dims": bool(keepdims)})
-
-
-def reduce_sum(x, axis=None, keepdims=False): return _reduce("sum", x, axis, keepdims)
-def reduce_mean(x, axis=None, keepdims=False): return _reduce("mean", x, axis, keepdims)
-def reduce_max(x, axis=None, keepdims=False): return _reduce("reduce_max", x, axis, keepdims)
-def reduce_min(x, axis=None, keepdims=False): return _reduce("reduce_min", x, axis, keepdims)
-def reduce_prod(x, axis=None, keepdims=False): return _reduce("reduce_prod", x, axis, keepdims)
-
-
-def argmax(x, axis=-1, output_type="int32"):
-    fb = builder_of(x)
-    return fb.emit("arg_max", [x, fb.const(np.asarray([axis], np.int32))], {"output_type": output_type})
-
-
-def softmax(x, beta=1.0):
-    return builder_of(x).emit("softmax", [x], {"beta": float(beta)})
-
-
-def log_softmax(x):
-    return builder_of(x).emit("log_softmax", [x])

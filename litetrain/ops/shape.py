@@ -1,12 +1,14 @@
-"""Shape ops: reshape, transpose, expand/squeeze, broadcast, shape, gather, concat, slice, fill, one_hot."""
+"""Shape ops: reshape, transpose, expand/squeeze, broadcast, shape, concat, slice, strided_slice, pad,
+fill, tile, pack and range."""
 from __future__ import annotations
 
 import numpy as np
 
-from ..ir import format_shape
-from ..registry import NOT_DIFFERENTIABLE, Builtin, defop
-from ..trace import builder_of
-from ._util import checked_dims, const_value, normalize_axes, unbroadcast
+from ..core.ir import format_shape
+from ..core.registry import NOT_DIFFERENTIABLE, Builtin, defop
+from ..core.trace import builder_of
+from ._util import checked_dims, const_value, no_fused_activation, normalize_axes, static_shape, unbroadcast
+from .api import pad, reduce_sum, reshape, scatter_nd, shape_of, slice_, transpose
 
 
 def _static_shape_input(info):
@@ -153,48 +155,8 @@ defop("shape", infer=_shape_infer,
       tflite=Builtin("SHAPE", "ShapeOptions", {"out_type": "dtype"}))
 
 
-def _gather_infer(attrs, inputs):
-    x, idx = inputs
-    if idx.dtype not in ("int32", "int64"):
-        raise ValueError(f"indices must be int32 or int64, got {idx.dtype}")
-    if attrs["batch_dims"] != 0:
-        raise ValueError("batch_dims other than 0 is not supported")
-    a, = normalize_axes(attrs["axis"], len(x.shape))
-    return [(x.dtype, tuple(x.shape[:a]) + tuple(idx.shape) + tuple(x.shape[a + 1:]))]
-
-
-def _gather_kernel(x, idx, axis=0, batch_dims=0):
-    if idx.size and (idx.min() < 0 or idx.max() >= x.shape[axis]):
-        bad = int(idx.min()) if idx.min() < 0 else int(idx.max())
-        raise IndexError(f"gather index {bad} is out of range [0, {x.shape[axis]})")
-    return np.take(x, idx, axis=axis)
-
-
-def _gather_vjp(inputs, outputs, grads, axis=0, batch_dims=0):
-    """Scatter-add as a one-hot product: with x viewed as [P, n, Q] and the K indices flattened,
-    g is [P, K, Q] and dx = one_hot(indices, n)^T @ g (repeated indices add up)."""
-    from . import batch_matmul, one_hot
-    x, idx = inputs
-    a = axis % x.ndim
-    n = x.shape[a]
-    if n is None:
-        raise NotImplementedError("the gradient of gather needs the size of the gathered axis")
-    dims = [_prod(x.shape[:a]), _prod(idx.shape), _prod(x.shape[a + 1:])]
-    if dims.count(None) > 1:
-        raise NotImplementedError("the gradient of gather allows unknown dims in one of: the dims "
-                                  "before the axis, the indices, the dims after the axis")
-    oh = one_hot(idx if idx.ndim == 1 else reshape(idx, [-1]), n, dtype=x.dtype)
-    g = reshape(grads[0], [-1 if d is None else d for d in dims])
-    return [_reshape_like(batch_matmul(oh, g, adj_x=True), x), None]
-
-
 def _prod(dims):
     return None if None in dims else int(np.prod(dims, dtype=np.int64))
-
-
-defop("gather", infer=_gather_infer, kernel=_gather_kernel, vjp=_gather_vjp, num_inputs=(2, 2),
-      attrs={"axis": 0, "batch_dims": 0},
-      tflite=Builtin("GATHER", "GatherOptions", {"axis": "int", "batch_dims": "int"}))
 
 
 def _concat_infer(attrs, inputs):
@@ -216,7 +178,6 @@ def _concat_infer(attrs, inputs):
 
 
 def _concat_vjp(inputs, outputs, grads, axis=0, fused_activation_function="NONE"):
-    from ._util import no_fused_activation
     no_fused_activation({"fused_activation_function": fused_activation_function}, "concatenation")
     g, = grads
     a = axis % g.ndim
@@ -326,106 +287,162 @@ defop("fill", infer=_fill_infer, kernel=lambda dims, v: np.full(checked_dims(dim
 
 def _fill_value_grad(g, value):
     """Every output element is the value: its gradient is the sum of the output's."""
-    from . import reduce_sum
     total = reduce_sum(g) if g.ndim else g
     return total if value.ndim == 0 else reshape(total, [1])
 
 
-def _one_hot_infer(attrs, inputs):
-    idx, depth, on, off = inputs
-    if idx.dtype not in ("int32", "int64"):
-        raise ValueError(f"indices must be int32 or int64, got {idx.dtype}")
-    if on.dtype != off.dtype:
-        raise ValueError(f"on_value and off_value must have one dtype, got {on.dtype} and {off.dtype}")
-    d = int(np.asarray(const_value(depth, "depth")).reshape(()))
-    a = attrs["axis"]
-    if not -1 <= a <= len(idx.shape):
-        raise ValueError(f"axis {a} is out of range for output rank {len(idx.shape) + 1}")
-    shape = list(idx.shape)
-    shape.insert(len(shape) if a == -1 else a, d)
-    return [(on.dtype, tuple(shape))]
 
 
-def _one_hot_kernel(idx, depth, on, off, axis=-1):
-    d = int(np.asarray(depth).reshape(()))
-    checked_dims([*idx.shape, d], "one_hot")
-    hot = np.expand_dims(idx, axis) == np.arange(d).reshape([-1 if i == (axis % (idx.ndim + 1)) else 1
-                                                             for i in range(idx.ndim + 1)])
-    return np.where(hot, on.reshape(()), off.reshape(()))
+# -- PACK -------------------------------------------------------------------------------------------------
+def _pack_infer(attrs, inputs):
+    first = inputs[0]
+    if any(t.dtype != first.dtype or len(t.shape) != len(first.shape) for t in inputs):
+        raise ValueError("pack inputs must share dtype and rank")
+    shape = tuple(next((d for d in dims if d is not None), None) for dims in zip(*[t.shape for t in inputs]))
+    for t in inputs:
+        if any(a is not None and b is not None and a != b for a, b in zip(t.shape, shape)):
+            raise ValueError(f"pack inputs must have one shape, got {[list(t.shape) for t in inputs]}")
+    rank = len(shape) + 1
+    axis = attrs["axis"]
+    if not -rank <= axis < rank:
+        raise ValueError(f"axis {axis} is out of range for rank {rank}")
+    if attrs["values_count"] not in (0, len(inputs)):
+        raise ValueError(f"values_count {attrs['values_count']} but {len(inputs)} inputs")
+    axis %= rank
+    return [(first.dtype, shape[:axis] + (len(inputs),) + shape[axis:])]
 
 
-defop("one_hot", infer=_one_hot_infer, kernel=_one_hot_kernel, vjp=NOT_DIFFERENTIABLE, num_inputs=(4, 4),
-      attrs={"axis": -1}, tflite=Builtin("ONE_HOT", "OneHotOptions", {"axis": "int"}))
+def _pack_vjp(inputs, outputs, grads, axis=0, values_count=0):
+    g, = grads
+    shape = static_shape(outputs[0], "pack's output")
+    axis %= len(shape)
+    out = []
+    for i, x in enumerate(inputs):
+        begin = [0] * len(shape)
+        begin[axis] = i
+        size = list(shape)
+        size[axis] = 1
+        out.append(reshape(slice_(g, begin, size), list(static_shape(x, "a pack input"))))
+    return out
 
 
-# -- the frontend functions --------------------------------------------------------------------
-def reshape(x, shape, known_shape=None):
-    """Reshape to `shape` (a list with at most one -1, or an int32 tensor). `known_shape`
-    states the static shape when `shape` is a tensor computed at run time."""
-    fb = builder_of(x)
-    if hasattr(shape, "fb"):
-        st = shape
-    else:
-        st = fb.const(np.asarray(shape, np.int32).reshape(-1))
-    y = fb.emit("reshape", [x, st])
-    if known_shape is not None:
-        y.info.shape = tuple(k if k is not None else d for k, d in zip(known_shape, y.shape))
-    return y
+defop("pack", infer=_pack_infer, kernel=lambda *xs, axis=0, values_count=0: np.stack(xs, axis=axis),
+      vjp=_pack_vjp, attrs={"axis": 0, "values_count": 0}, num_inputs=(1, None),
+      tflite=Builtin("PACK", "PackOptions", {"axis": "int", "values_count": "int"}))
 
 
-def transpose(x, perm):
-    fb = builder_of(x)
-    return fb.emit("transpose", [x, fb.const(np.asarray(perm, np.int32))])
+# -- TILE -------------------------------------------------------------------------------------------------
+def _tile_infer(attrs, inputs):
+    x, m = inputs
+    if m.dtype not in ("int32", "int64") or len(m.shape) != 1 or m.shape[0] not in (None, len(x.shape)):
+        raise ValueError(f"multiples must be an int vector of length {len(x.shape)}")
+    if m.data is None:
+        return [(x.dtype, (None,) * len(x.shape))]
+    reps = [int(v) for v in m.data]
+    if any(r < 0 for r in reps):
+        raise ValueError(f"negative multiples {reps}")
+    return [(x.dtype, tuple(None if d is None else d * r for d, r in zip(x.shape, reps)))]
 
 
-def expand_dims(x, axis):
-    fb = builder_of(x)
-    return fb.emit("expand_dims", [x, fb.const(np.asarray([axis], np.int32))])
+def _tile_vjp(inputs, outputs, grads):
+    x, m = inputs
+    shape = static_shape(x, "tile's input")
+    reps = [int(v) for v in const_value(m.info, "multiples")]
+    split = [d for r, s in zip(reps, shape) for d in (r, s)]
+    g = reshape(grads[0], split)
+    return [reshape(reduce_sum(g, list(range(0, 2 * len(shape), 2))), list(shape)), None]
 
 
-def squeeze(x, axis=()):
-    return builder_of(x).emit("squeeze", [x], {"squeeze_dims": tuple(np.atleast_1d(axis).tolist())})
+defop("tile", infer=_tile_infer, kernel=lambda x, m: np.tile(x, [int(v) for v in m]), vjp=_tile_vjp,
+      num_inputs=(2, 2), tflite=Builtin("TILE", "TileOptions"))
 
 
-def broadcast_to(x, shape, known_shape=None):
-    fb = builder_of(x)
-    st = shape if hasattr(shape, "fb") else fb.const(np.asarray(shape, np.int32))
-    y = fb.emit("broadcast_to", [x, st])
-    if known_shape is not None:
-        y.info.shape = tuple(k if k is not None else d for k, d in zip(known_shape, y.shape))
-    return y
+# -- STRIDED_SLICE ----------------------------------------------------------------------------------------
+SS_ATTRS = {"begin_mask": 0, "end_mask": 0, "ellipsis_mask": 0, "new_axis_mask": 0, "shrink_axis_mask": 0,
+            "offset": False}
 
 
-def shape_of(x, out_type="int32"):
-    return builder_of(x).emit("shape", [x], {"out_type": out_type})
+def _ss_index(shape, begin, end, strides, begin_mask=0, end_mask=0, ellipsis_mask=0, new_axis_mask=0,
+              shrink_axis_mask=0, offset=False):
+    """The NumPy index (a tuple of slices / ints) of a strided slice; dims may be None."""
+    if ellipsis_mask or new_axis_mask:
+        raise ValueError("strided_slice with ellipsis_mask or new_axis_mask is not supported")
+    n = len(begin)
+    if not (len(end) == len(strides) == n) or n > len(shape):
+        raise ValueError(f"begin/end/strides lengths {len(begin)}/{len(end)}/{len(strides)} do not fit rank {len(shape)}")
+    index = []
+    for i in range(n):
+        b, e, s = int(begin[i]), int(end[i]), int(strides[i])
+        if s == 0:
+            raise ValueError("strided_slice stride 0")
+        if offset:
+            e = b + e
+        if shrink_axis_mask >> i & 1:
+            index.append(b)
+            continue
+        index.append(slice(None if begin_mask >> i & 1 else b, None if end_mask >> i & 1 else e, s))
+    return tuple(index)
 
 
-def gather(x, indices, axis=0):
-    fb = builder_of(x, indices)
-    return fb.emit("gather", [fb.to_tensor(x), fb.to_tensor(indices)], {"axis": int(axis)})
+def _ss_infer(attrs, inputs):
+    x, begin, end, strides = inputs
+    b, e, s = (const_value(t, name) for t, name in ((begin, "begin"), (end, "end"), (strides, "strides")))
+    index = _ss_index(x.shape, b, e, s, **attrs)
+    out = []
+    for i, d in enumerate(x.shape):
+        if i >= len(index):
+            out.append(d)
+        elif isinstance(index[i], int):
+            if d is not None and not -d <= index[i] < d:
+                raise ValueError(f"shrink index {index[i]} is out of range for dim {d}")
+        else:
+            out.append(None if d is None else len(range(*index[i].indices(d))))
+    return [(x.dtype, tuple(out))]
 
 
-def concat(tensors, axis=0):
-    fb = builder_of(tensors)
-    return fb.emit("concatenation", [fb.to_tensor(t) for t in tensors], {"axis": int(axis)})
+def _ss_kernel(x, begin, end, strides, **attrs):
+    return np.array(x[_ss_index(x.shape, begin, end, strides, **attrs)])
 
 
-def slice_(x, begin, size):
-    fb = builder_of(x)
-    return fb.emit("slice", [x, fb.const(np.asarray(begin, np.int32)), fb.const(np.asarray(size, np.int32))])
+def _ss_vjp(inputs, outputs, grads, **attrs):
+    """Scatter the gradient back to the sliced positions (their flat indices are constants)."""
+    x, begin, end, strides = inputs
+    shape = static_shape(x, "strided_slice's input")
+    flat = np.arange(int(np.prod(shape)), dtype=np.int32).reshape(shape)
+    b, e, s = (const_value(t.info, n) for t, n in ((begin, "begin"), (end, "end"), (strides, "strides")))
+    picked = np.asarray(flat[_ss_index(shape, b, e, s, **attrs)]).reshape(-1, 1)
+    fb = builder_of(grads[0])
+    g = scatter_nd(fb.const(picked), reshape(grads[0], [-1]), [int(np.prod(shape))])
+    return [reshape(g, list(shape)), None, None, None]
 
 
-def pad(x, paddings):
-    fb = builder_of(x)
-    return fb.emit("pad", [x, fb.const(np.asarray(paddings, np.int32).reshape(-1, 2))])
+defop("strided_slice", infer=_ss_infer, kernel=_ss_kernel, vjp=_ss_vjp, attrs=SS_ATTRS, num_inputs=(4, 4),
+      tflite=Builtin("STRIDED_SLICE", "StridedSliceOptions",
+                     {"begin_mask": "int", "end_mask": "int", "ellipsis_mask": "int", "new_axis_mask": "int",
+                      "shrink_axis_mask": "int", "offset": "bool"}))
 
 
-def fill(shape, value, dtype="float32"):
-    fb = builder_of(shape)
-    return fb.emit("fill", [shape, fb.const(value, dtype)])
+# -- range ------------------------------------------------------------------------------------------
+def _range_infer(attrs, inputs):
+    dtypes = {t.dtype for t in inputs}
+    if len(dtypes) != 1:
+        raise ValueError(f"start, limit and delta must have one dtype, got {sorted(dtypes)}")
+    dtype = dtypes.pop()
+    if dtype not in ("int32", "int64", "float32", "float64"):
+        raise ValueError(f"range takes int32, int64 or float32/64, got {dtype}")
+    if any(t.shape not in ((), (1,)) for t in inputs):
+        raise ValueError("start, limit and delta must be scalars")
+    return [(dtype, (None,))]
 
 
-def one_hot(indices, depth, dtype="float32", on=1.0, off=0.0, axis=-1):
-    fb = builder_of(indices)
-    return fb.emit("one_hot", [indices, fb.const(np.int32(depth)), fb.const(on, dtype), fb.const(off, dtype)],
-                   {"axis": int(axis)})
+def _range_kernel(start, limit, delta):
+    s, l, d = (np.asarray(v).reshape(()) for v in (start, limit, delta))
+    if d == 0:
+        raise ValueError("range delta must not be zero")
+    if (l > s and d < 0) or (l < s and d > 0):
+        raise ValueError(f"range from {s} to {l} never ends with delta {d}")
+    return np.arange(s, l, d, dtype=np.asarray(start).dtype)
+
+
+defop("range", infer=_range_infer, kernel=_range_kernel, vjp=NOT_DIFFERENTIABLE, num_inputs=(3, 3),
+      tflite=Builtin("RANGE", "RangeOptions"))

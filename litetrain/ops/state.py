@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import checkpoint
-from ..ir import numpy_dtype
-from ..registry import NOT_DIFFERENTIABLE, Builtin, Custom, defop
+from . import checkpoint
+from ..core.ir import numpy_dtype
+from ..core.registry import NOT_DIFFERENTIABLE, Builtin, Custom, defop
 
 
 def _var_handle_kernel(ctx, container="", shared_name=""):

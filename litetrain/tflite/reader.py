@@ -14,10 +14,12 @@ import struct
 import numpy as np
 from flatbuffers import flexbuffers
 
-from ..ir import DTYPE_FROM_CODE, DTYPES, Function, Node, Program, Signature, TensorInfo, Variable, numpy_dtype
-from ..registry import OPS, Builtin, Custom, get_op
-from .writer import (ENUM_KINDS, FILE_IDENTIFIER, MIN_RUNTIME_METADATA, PROGRAM_METADATA, SCHEMA_VERSION,
-                     camel, enum_members, enum_names, field_slot, options_union, schema_module)
+from .. import ops  # noqa: F401  (registers the op families whose file mappings are read)
+from ..core.ir import DTYPE_FROM_CODE, DTYPES, Function, Node, Program, Signature, TensorInfo, Variable, numpy_dtype
+from ..core.registry import OPS, Builtin, Custom
+from .schema import (ENUM_KINDS, FILE_IDENTIFIER, MIN_RUNTIME_METADATA, PROGRAM_METADATA, SCHEMA_VERSION, camel,
+                     enum_members, enum_names, field_slot, options_union, schema_module)
+from .variables import assigned_constants, derive_variables, empty_initial, init_from_call_once
 
 MAX_FLEX_ITEMS = 100_000  # custom options are small; this bounds nested-reference blow-ups
 MAX_FLEX_DEPTH = 32
@@ -36,7 +38,6 @@ class UnsupportedOpError(InvalidModelError):
 
 def _op_tables():
     """(builtin operator name -> op name, custom code -> op name) from the registry."""
-    get_op("var_handle")  # loads every op family
     builtins, customs = {}, {}
     for name, opdef in OPS.items():
         if isinstance(opdef.tflite, Builtin):
@@ -149,8 +150,8 @@ class _ModelReader:
         if doc is not None:
             self.apply_program_json(program, doc)
         else:
-            program.init_function = _init_from_call_once(functions)
-            program.variables = _derive_variables(functions, program.init_function)
+            program.init_function = init_from_call_once(functions)
+            program.variables = derive_variables(functions, program.init_function)
         return program
 
     def operator_code(self, i: int):
@@ -525,13 +526,13 @@ class _ModelReader:
                 self.fail(f"init_function {init!r} is not an index")
             self.check_index(init, len(program.functions), "init_function")
         program.init_function = init
-        assigned = _assigned_constants(program.functions[init]) if init is not None else {}
+        assigned = assigned_constants(program.functions[init]) if init is not None else {}
         for v in doc.get("variables", []):
             try:
                 name, dtype, shape = v["name"], v["dtype"], tuple(v["shape"])
                 if dtype not in DTYPES or not all(d is None or (isinstance(d, int) and d >= 0) for d in shape):
                     raise ValueError(f"bad dtype or shape {dtype} {list(shape)}")
-                initial = assigned[name].data if name in assigned else _empty(dtype)
+                initial = assigned[name].data if name in assigned else empty_initial(dtype)
                 program.variables[name] = Variable(name, dtype, shape, initial, bool(v.get("trainable", False)),
                                                    str(v.get("kind", "buffer")))
             except (KeyError, TypeError, ValueError) as e:
@@ -589,58 +590,3 @@ def _names(fn: Function, indices, what: str) -> dict[str, int]:
         name = fn.tensors[i].name
         names[name if name and name not in names else f"{what}_{k}"] = i
     return names
-
-
-def _handles(fn: Function) -> dict[int, str]:
-    return {node.outputs[0]: node.attrs.get("shared_name", "") for node in fn.nodes
-            if node.op == "var_handle" and node.outputs}
-
-
-def _assigned_constants(fn: Function) -> dict[str, TensorInfo]:
-    """Variable name -> the constant tensor that `fn` assigns to it (what an init function does)."""
-    handles, found = _handles(fn), {}
-    for node in fn.nodes:
-        if node.op == "assign_variable" and len(node.inputs) == 2:
-            name, value = handles.get(node.inputs[0]), node.inputs[1]
-            if name and value >= 0 and fn.tensors[value].data is not None:
-                found.setdefault(name, fn.tensors[value])
-    return found
-
-
-def _init_from_call_once(functions) -> int | None:
-    for fn in functions:
-        for node in fn.nodes:
-            if node.op == "call_once":
-                return node.attrs["init_subgraph_index"]
-    return None
-
-
-def _derive_variables(functions, init_function) -> dict[str, Variable]:
-    """Variables of a file without litetrain's metadata (one made by TensorFlow): names from
-    VAR_HANDLE, dtype and shape from the init constants, then ASSIGN_VARIABLE values, then reads."""
-    assigned = _assigned_constants(functions[init_function]) if init_function is not None else {}
-    order, seen = [], {}
-    for fn in functions:
-        handles = _handles(fn)
-        for name in handles.values():
-            if name and name not in order:
-                order.append(name)
-        for node in fn.nodes:
-            if node.op == "assign_variable" and len(node.inputs) == 2 and node.inputs[1] >= 0:
-                info = fn.tensors[node.inputs[1]]
-                seen.setdefault((0, handles.get(node.inputs[0])), info)
-            elif node.op == "read_variable" and node.inputs and node.outputs:
-                info = fn.tensors[node.outputs[0]]
-                seen.setdefault((1, handles.get(node.inputs[0])), info)
-    variables = {}
-    for name in order:
-        spec = assigned.get(name) or seen.get((0, name)) or seen.get((1, name))
-        if spec is None:
-            continue  # a handle never read or written: nothing says what it holds
-        initial = assigned[name].data if name in assigned else _empty(spec.dtype)
-        variables[name] = Variable(name, spec.dtype, tuple(spec.shape), initial, trainable=False)
-    return variables
-
-
-def _empty(dtype: str) -> np.ndarray:
-    return np.empty((0,), dtype=DTYPES[dtype][0] or object)

@@ -1,0 +1,2 @@
+"""Applications built on the library: transfer learning on the device (personalize/) and the
+demo (demo/)."""

@@ -1,0 +1,202 @@
+"""The interpreter: the Python API of tf.lite.Interpreter over litetrain's NumPy runtime.
+
+A script written for TensorFlow Lite's interpreter runs with this one by changing the import.
+Variables are shared by every signature of one interpreter; separate interpreters of one file
+are independent. A call with bad inputs raises an error naming the signature and the input and
+changes no variable; a call that fails inside a kernel changes no variable either.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..core.ir import Program, numpy_dtype
+from ..tflite import read_model
+from .executor import DEFAULT_MAX_LOOP_ITERATIONS, Executor, coerce_input
+
+
+class SignatureError(ValueError):
+    """A signature call with unknown, missing or ill-typed inputs."""
+
+
+def _details(fn, index, shape=None):
+    info = fn.tensors[index]
+    sig = [-1 if d is None else d for d in info.shape]
+    if shape is None:
+        shape = [1 if d is None else d for d in info.shape]
+    return {
+        "name": info.name, "index": index,
+        "shape": np.asarray(shape, np.int32), "shape_signature": np.asarray(sig, np.int32),
+        "dtype": np.bytes_ if info.dtype == "string" else (
+            numpy_dtype(info.dtype).type if info.dtype not in ("resource", "variant") else None),
+        "quantization": (0.0, 0),
+        "quantization_parameters": {"scales": np.zeros(0, np.float32), "zero_points": np.zeros(0, np.int32),
+                                    "quantized_dimension": 0},
+        "sparsity_parameters": {},
+    }
+
+
+def _result(value):
+    arr = np.asarray(value) if not isinstance(value, np.ndarray) else value
+    return arr if arr.flags.writeable and arr.base is None else arr.copy()
+
+
+class SignatureRunner:
+    """Runs one signature: runner(**inputs) -> {output name: array}."""
+
+    def __init__(self, interpreter: "Interpreter", key: str):
+        self._interpreter = interpreter
+        self._sig = interpreter._program.signature(key)
+        self._fn = interpreter._program.functions[self._sig.function]
+        self.signature_key = key
+        names = {v: k for k, v in self._sig.inputs.items()}
+        # built once: (input name, dtype, shape) in the function's input order
+        self._inputs = [(names[i], self._fn.tensors[i].dtype, self._fn.tensors[i].shape) for i in self._fn.inputs]
+        self._outputs = [(name, self._fn.outputs.index(i)) for name, i in self._sig.outputs.items()]
+
+    def __call__(self, **inputs):
+        sig = self._sig
+        if len(inputs) != len(self._inputs) or not inputs.keys() <= sig.inputs.keys():
+            extra = sorted(set(inputs) - set(sig.inputs))
+            if extra:
+                raise SignatureError(f"signature {sig.key!r} has no input(s) {extra}; it takes {sorted(sig.inputs)}")
+            missing = sorted(set(sig.inputs) - set(inputs) - set(sig.defaults))
+            if missing:
+                raise SignatureError(f"signature {sig.key!r} is missing input(s) {missing}")
+        args = []
+        for name, dtype, shape in self._inputs:
+            value = inputs[name] if name in inputs else sig.defaults[name]
+            try:
+                args.append(coerce_input(value, dtype, shape, f"signature {sig.key!r} input {name!r}"))
+            except (TypeError, ValueError) as e:
+                raise SignatureError(str(e)) from None
+        values = self._interpreter._executor.run_transaction(sig.function, args, where=f"signature {sig.key!r}")
+        return {name: _result(values[k]) for name, k in self._outputs}
+
+    def get_input_details(self):
+        return {k: _details(self._fn, i) for k, i in self._sig.inputs.items()}
+
+    def get_output_details(self):
+        return {k: _details(self._fn, i) for k, i in self._sig.outputs.items()}
+
+
+class Interpreter:
+    """Interpreter(model_path=... | model_content=...): runs every signature of a .tflite file.
+
+    The file is untrusted: a bad one raises InvalidModelError (UnsupportedOpError for operators
+    litetrain lacks). A signature call raises only SignatureError (bad inputs) or ExecutionError
+    (a kernel failed, a checkpoint was refused, ...), and then every variable is as it was.
+    Calls from several threads are serialised. Options beyond TensorFlow Lite's:
+    nonfinite_check: a call that leaves a float variable with an infinity or a NaN is undone and
+    raises NonFiniteError (an ExecutionError). strict_checkpoints: restore refuses a checkpoint
+    that carries no checksum (one not written by litetrain). max_loop_iterations: one run of a
+    while loop may take at most this many iterations (default a million; None for no bound), so
+    that a file whose loop condition never turns false raises ExecutionError instead of hanging."""
+
+    def __init__(self, model_path=None, model_content=None, num_threads=None, nonfinite_check=False,
+                 strict_checkpoints=False, max_loop_iterations=DEFAULT_MAX_LOOP_ITERATIONS, **_ignored):
+        if (model_path is None) == (model_content is None):
+            raise ValueError("give exactly one of model_path and model_content")
+        if model_path is not None:
+            with open(model_path, "rb") as f:
+                model_content = f.read()
+        self._program: Program = read_model(bytes(model_content))
+        self._executor = Executor(self._program)
+        self._executor.nonfinite_check = bool(nonfinite_check)
+        self._executor.strict_checkpoints = bool(strict_checkpoints)
+        if max_loop_iterations is not None and (isinstance(max_loop_iterations, bool) or
+                                                not isinstance(max_loop_iterations, int) or max_loop_iterations < 1):
+            raise ValueError(f"max_loop_iterations must be a positive int or None, got {max_loop_iterations!r}")
+        self._executor.max_loop_iterations = max_loop_iterations
+        self._main = self._program.functions[0] if self._program.functions else None
+        self._input_shapes = {}
+        self._tensors = {}
+        self._allocated = False
+
+    @classmethod
+    def from_program(cls, program: Program) -> "Interpreter":
+        """An interpreter over an in-memory Program (no file), e.g. straight from tracing."""
+        self = cls.__new__(cls)
+        self._program = program
+        self._executor = Executor(program)
+        self._main = program.functions[0] if program.functions else None
+        self._input_shapes, self._tensors, self._allocated = {}, {}, False
+        return self
+
+    # -- signatures -----------------------------------------------------------------------
+    def get_signature_list(self):
+        return {s.key: {"inputs": list(s.inputs), "outputs": list(s.outputs)} for s in self._program.signatures}
+
+    def get_signature_runner(self, signature_key=None):
+        if signature_key is None:
+            if len(self._program.signatures) != 1:
+                raise ValueError("the model has several signatures; name one: "
+                                 f"{[s.key for s in self._program.signatures]}")
+            signature_key = self._program.signatures[0].key
+        try:
+            return SignatureRunner(self, signature_key)
+        except KeyError as e:
+            raise ValueError(str(e).strip("'\"")) from None
+
+    # -- variables (an extension: TensorFlow Lite has no public API for these) --------------
+    def get_variables(self):
+        """Every variable's current value by path (runs initialisation first if needed)."""
+        with self._executor.lock:  # a consistent view while other threads call signatures
+            self._ensure_initialized()
+            return {k: v.copy() for k, v in self._executor.variables.values.items()}
+
+    def _ensure_initialized(self):
+        init = self._program.init_function
+        store = self._executor.variables
+        with self._executor.lock:
+            if init is not None and init not in store.initialized:
+                self._executor.run_transaction(init, [], where="init subgraph")
+                store.initialized.add(init)
+
+    # -- the main subgraph --------------------------------------------------------------------
+    def _check_index(self, index):
+        if not isinstance(index, (int, np.integer)) or not 0 <= index < len(self._main.tensors):
+            raise ValueError(f"tensor index {index} is out of range [0, {len(self._main.tensors)})")
+
+    def get_input_details(self):
+        return [_details(self._main, i, self._input_shapes.get(i)) for i in self._main.inputs]
+
+    def get_output_details(self):
+        return [_details(self._main, i) for i in self._main.outputs]
+
+    def resize_tensor_input(self, input_index, tensor_size, strict=False):
+        if input_index not in self._main.inputs:
+            raise ValueError(f"tensor {input_index} is not an input of the main subgraph")
+        sig = self._main.tensors[input_index].shape
+        size = [int(d) for d in tensor_size]
+        if len(size) != len(sig) or (strict and any(s is not None and s != d for s, d in zip(sig, size))):
+            raise ValueError(f"cannot resize input {input_index} of shape {list(sig)} to {size}")
+        self._input_shapes[input_index] = size
+        self._allocated = False
+
+    def allocate_tensors(self):
+        self._executor.plan(0)
+        self._allocated = True
+
+    def set_tensor(self, tensor_index, value):
+        self._check_index(tensor_index)
+        info = self._main.tensors[tensor_index]
+        shape = self._input_shapes.get(tensor_index) or [1 if d is None else d for d in info.shape]
+        self._tensors[tensor_index] = coerce_input(value, info.dtype, tuple(shape), f"tensor {tensor_index} ({info.name})")
+
+    def invoke(self):
+        if not self._allocated:
+            raise RuntimeError("call allocate_tensors() before invoke()")
+        missing = [i for i in self._main.inputs if i not in self._tensors]
+        if missing:
+            raise ValueError(f"inputs {missing} were not set")
+        outs = self._executor.run_transaction(0, [self._tensors[i] for i in self._main.inputs], where="invoke")
+        self._tensors.update(zip(self._main.outputs, outs))
+
+    def get_tensor(self, tensor_index, subgraph_index=0):
+        self._check_index(tensor_index)
+        if tensor_index not in self._tensors:
+            data = self._main.tensors[tensor_index].data
+            if data is None:
+                raise ValueError(f"tensor {tensor_index} has no value (only inputs, outputs and constants are kept)")
+            return np.array(data)
+        return np.array(self._tensors[tensor_index])
