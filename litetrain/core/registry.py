@@ -9,6 +9,9 @@ An op is registered with `defop`. Its definition is the single place that says
    written with other registered ops on symbolic tensors, or NOT_DIFFERENTIABLE;
 4. `tflite`: a `Builtin` (operator code, options table and which attributes it carries)
    or a `Custom` op name.
+An op may also say `inplace=(input positions)`: its kernel takes `out=` and may write its result
+into the buffer of one of those inputs when it has the output's shape and dtype (the runtime
+offers one only when nothing else holds it).
 """
 from __future__ import annotations
 
@@ -53,6 +56,7 @@ class OpDef:
     attrs: dict = field(default_factory=dict)  # attribute name -> default value
     stateful: bool = False  # has side effects or reads state: never folded, merged or dropped
     num_inputs: tuple = (0, None)  # (min, max) number of inputs; max None = any
+    inplace: tuple = ()  # inputs whose buffer the kernel may write its result into (kernel(..., out=))
 
     def check_attrs(self, attrs: dict) -> dict:
         unknown = set(attrs) - set(self.attrs)
@@ -65,13 +69,13 @@ class OpDef:
 OPS: dict[str, OpDef] = {}
 
 
-def defop(name, *, infer, kernel, vjp, tflite, attrs=None, stateful=False, num_inputs=(0, None)):
+def defop(name, *, infer, kernel, vjp, tflite, attrs=None, stateful=False, num_inputs=(0, None), inplace=()):
     """Register an op. See the module docstring for what each part means."""
     if name in OPS:
         raise ValueError(f"op {name!r} is registered twice")
     if vjp is None:
         raise ValueError(f"op {name!r}: give a gradient rule or NOT_DIFFERENTIABLE")
-    OPS[name] = OpDef(name, infer, kernel, vjp, tflite, dict(attrs or {}), stateful, num_inputs)
+    OPS[name] = OpDef(name, infer, kernel, vjp, tflite, dict(attrs or {}), stateful, num_inputs, tuple(inplace))
     return OPS[name]
 
 

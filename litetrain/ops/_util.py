@@ -151,10 +151,17 @@ def typed_same(dtypes):
     return infer
 
 
-def unary(name, code, fn, vjp, options=None, fields=None, attrs=None, dtypes=FLOAT_DTYPES):
-    """Register a one-input op whose output is like its input."""
-    defop(name, infer=typed_same(dtypes), kernel=fn, vjp=vjp, attrs=attrs, num_inputs=(1, 1),
-          tflite=Builtin(code, options, fields or {}))
+def unary(name, code, fn, vjp, options=None, fields=None, attrs=None, dtypes=FLOAT_DTYPES, inplace=None):
+    """Register a one-input op whose output is like its input. `inplace`: True when `fn` is a ufunc
+    (it then also writes into `out=`), or a function (x, out) computing the same into `out`."""
+    kernel = fn
+    if inplace is not None:
+        into = fn if inplace is True else inplace
+
+        def kernel(x, out=None):
+            return fn(x) if out is None else into(x, out=out)
+    defop(name, infer=typed_same(dtypes), kernel=kernel, vjp=vjp, attrs=attrs, num_inputs=(1, 1),
+          inplace=(0,) if inplace is not None else (), tflite=Builtin(code, options, fields or {}))
 
 
 def typed(fn):

@@ -42,13 +42,15 @@ def _gelu_vjp(inputs, outputs, grads, approximate=False):
     return [mul(g, add(phi_cdf, mul(x, pdf)))]
 
 
-unary("tanh", "TANH", np.tanh, lambda i, o, g: [mul(g[0], sub(1.0, square(o[0])))])
+unary("tanh", "TANH", np.tanh, lambda i, o, g: [mul(g[0], sub(1.0, square(o[0])))], inplace=True)
 unary("logistic", "LOGISTIC", typed(lambda x: 0.5 * (1 + np.tanh(0.5 * x))),
-       lambda i, o, g: [mul(g[0], mul(o[0], sub(1.0, o[0])))])
+      lambda i, o, g: [mul(g[0], mul(o[0], sub(1.0, o[0])))])
 unary("relu", "RELU", typed(lambda x: np.maximum(x, 0)),
-       lambda i, o, g: [where(greater(i[0], 0.0), g[0], zeros_like(g[0]))])
+      lambda i, o, g: [where(greater(i[0], 0.0), g[0], zeros_like(g[0]))],
+      inplace=lambda x, out: np.maximum(x, 0, out=out))
 unary("relu6", "RELU6", typed(lambda x: np.clip(x, 0, 6)),
-       lambda i, o, g: [where(logical_and(greater(i[0], 0.0), less(i[0], 6.0)), g[0], zeros_like(g[0]))])
+      lambda i, o, g: [where(logical_and(greater(i[0], 0.0), less(i[0], 6.0)), g[0], zeros_like(g[0]))],
+      inplace=lambda x, out: np.clip(x, 0, 6, out=out))
 unary("gelu", "GELU", _gelu_kernel, _gelu_vjp, "GeluOptions", {"approximate": "bool"},
        {"approximate": False})
 

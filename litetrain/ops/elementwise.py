@@ -15,10 +15,12 @@ ACT_FIELD = {"fused_activation_function": "activation"}
 
 
 # -- binary arithmetic -------------------------------------------------------------------------
-def _binary(name, code, fn, vjp, options):
-    def kernel(a, b, fused_activation_function="NONE"):
+def _binary(name, code, fn, vjp, options, ufunc=None):
+    def kernel(a, b, fused_activation_function="NONE", out=None):
+        if out is not None:  # the runtime's in-place form (float operands, no fused activation)
+            return fused((ufunc or fn)(a, b, out=out), fused_activation_function)
         return fused(np.asarray(fn(a, b), dtype=a.dtype), fused_activation_function)
-    defop(name, infer=broadcast_infer, kernel=kernel, vjp=vjp, attrs=ACT, num_inputs=(2, 2),
+    defop(name, infer=broadcast_infer, kernel=kernel, vjp=vjp, attrs=ACT, num_inputs=(2, 2), inplace=(0, 1),
           tflite=Builtin(code, options, ACT_FIELD))
 
 
@@ -60,7 +62,7 @@ def _int_safe_div(a, b):
 _binary("add", "ADD", np.add, _add_vjp, "AddOptions")
 _binary("sub", "SUB", np.subtract, _sub_vjp, "SubOptions")
 _binary("mul", "MUL", np.multiply, _mul_vjp, "MulOptions")
-_binary("div", "DIV", _int_safe_div, _div_vjp, "DivOptions")
+_binary("div", "DIV", _int_safe_div, _div_vjp, "DivOptions", ufunc=np.divide)
 
 
 def _minmax_vjp(pick_first):
@@ -73,9 +75,9 @@ def _minmax_vjp(pick_first):
     return vjp
 
 
-defop("maximum", infer=broadcast_infer, kernel=np.maximum, num_inputs=(2, 2),
+defop("maximum", infer=broadcast_infer, kernel=np.maximum, num_inputs=(2, 2), inplace=(0, 1),
       vjp=_minmax_vjp(lambda a, b: greater_equal(a, b)), tflite=Builtin("MAXIMUM"))
-defop("minimum", infer=broadcast_infer, kernel=np.minimum, num_inputs=(2, 2),
+defop("minimum", infer=broadcast_infer, kernel=np.minimum, num_inputs=(2, 2), inplace=(0, 1),
       vjp=_minmax_vjp(lambda a, b: less_equal(a, b)), tflite=Builtin("MINIMUM"))
 
 
@@ -114,18 +116,18 @@ SIGNED = FLOAT_DTYPES + ("int32", "int64")
 
 
 
-unary("neg", "NEG", np.negative, lambda i, o, g: [neg(g[0])], dtypes=SIGNED)
-unary("exp", "EXP", np.exp, lambda i, o, g: [mul(g[0], o[0])])
-unary("log", "LOG", np.log, lambda i, o, g: [div(g[0], i[0])])
-unary("sqrt", "SQRT", np.sqrt, lambda i, o, g: [div(mul(g[0], 0.5), o[0])])
+unary("neg", "NEG", np.negative, lambda i, o, g: [neg(g[0])], dtypes=SIGNED, inplace=True)
+unary("exp", "EXP", np.exp, lambda i, o, g: [mul(g[0], o[0])], inplace=True)
+unary("log", "LOG", np.log, lambda i, o, g: [div(g[0], i[0])], inplace=True)
+unary("sqrt", "SQRT", np.sqrt, lambda i, o, g: [div(mul(g[0], 0.5), o[0])], inplace=True)
 unary("rsqrt", "RSQRT", typed(lambda x: 1 / np.sqrt(x)),
-       lambda i, o, g: [mul(mul(g[0], -0.5), mul(o[0], square(o[0])))])
-unary("square", "SQUARE", np.square, lambda i, o, g: [mul(mul(g[0], i[0]), 2.0)])
+      lambda i, o, g: [mul(mul(g[0], -0.5), mul(o[0], square(o[0])))])
+unary("square", "SQUARE", np.square, lambda i, o, g: [mul(mul(g[0], i[0]), 2.0)], inplace=True)
 unary("abs", "ABS", np.abs, lambda i, o, g: [mul(g[0], sign(i[0]))], dtypes=FLOAT_DTYPES + ("int32",))
 unary("sign", "SIGN", typed(np.sign), NOT_DIFFERENTIABLE, dtypes=FLOAT_DTYPES + ("int32",))
 unary("floor", "FLOOR", np.floor, NOT_DIFFERENTIABLE)
-unary("sin", "SIN", np.sin, lambda i, o, g: [mul(g[0], cos(i[0]))])
-unary("cos", "COS", np.cos, lambda i, o, g: [neg(mul(g[0], sin(i[0])))])
+unary("sin", "SIN", np.sin, lambda i, o, g: [mul(g[0], cos(i[0]))], inplace=True)
+unary("cos", "COS", np.cos, lambda i, o, g: [neg(mul(g[0], sin(i[0])))], inplace=True)
 
 
 # -- comparisons and selection --------------------------------------------------------------------

@@ -111,7 +111,7 @@ def clamped_starts(operand_shape, update_shape, start):
     return [min(max(int(s), 0), o - u) for s, o, u in zip(start, operand_shape, update_shape)]
 
 
-def _dus_kernel(operand, update, start):
+def _dus_kernel(operand, update, start, out=None):
     start = np.asarray(start).reshape(-1)
     if update.ndim != operand.ndim or start.size != operand.ndim:
         raise ValueError(f"operand {list(operand.shape)}, update {list(update.shape)} and "
@@ -119,7 +119,7 @@ def _dus_kernel(operand, update, start):
     if any(u > o for u, o in zip(update.shape, operand.shape)):
         raise ValueError(f"update {list(update.shape)} is larger than operand {list(operand.shape)}")
     begin = clamped_starts(operand.shape, update.shape, start)
-    out = operand.copy()
+    out = operand.copy() if out is None else out  # out: the operand itself, when the runtime gives it
     out[tuple(slice(b, b + u) for b, u in zip(begin, update.shape))] = update
     return out
 
@@ -150,7 +150,7 @@ def _dus_vjp(inputs, outputs, grads):
 
 
 defop("dynamic_update_slice", infer=_dus_infer, kernel=_dus_kernel, vjp=_dus_vjp, num_inputs=(3, 3),
-      tflite=Builtin("DYNAMIC_UPDATE_SLICE", "DynamicUpdateSliceOptions"))
+      inplace=(0,), tflite=Builtin("DYNAMIC_UPDATE_SLICE", "DynamicUpdateSliceOptions"))
 
 
 # -- gather_nd / scatter_nd ------------------------------------------------------------------------

@@ -31,10 +31,9 @@ def _fc_infer(attrs, inputs):
 def _fc_kernel(x, w, b=None, fused_activation_function="NONE", keep_num_dims=False,
                weights_format="DEFAULT", asymmetric_quantize_inputs=False):
     depth = w.shape[1]
-    flat = x.reshape(-1, depth)
-    y = flat @ w.T
+    y = np.dot(x.reshape(-1, depth), w.T)  # BLAS on the transposed view, no copy
     if b is not None:
-        y = y + b
+        y += b
     if keep_num_dims:
         y = y.reshape(x.shape[:-1] + (w.shape[0],))
     return fused(y.astype(x.dtype, copy=False), fused_activation_function)
@@ -89,6 +88,8 @@ def _bmm_kernel(a, b, adj_x=False, adj_y=False, asymmetric_quantize_inputs=False
         a = np.swapaxes(a, -1, -2)
     if adj_y:
         b = np.swapaxes(b, -1, -2)
+    if a.ndim == 2 and b.ndim == 2:
+        return np.dot(a, b)  # BLAS reads transposed views as they are; matmul may copy or loop
     return np.matmul(a, b)
 
 

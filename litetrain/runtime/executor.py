@@ -1,20 +1,26 @@
-"""Running functions: the variable store, per-signature plans, and the execution loop.
+"""Running functions: the variable store, the plans, and the execution loop.
 
-A plan is built once per function: each node's kernel with its attributes bound, its input and
-output slots, and which slots can be freed after it runs. Running a plan is a short loop over
-those steps. Calls are transactional: variables are replaced, never mutated in place, so
-restoring the store's dictionary undoes a failed call exactly.
+A plan (plan.py) is built once per function and input shapes: the nodes left after folding and
+fusion, each a kernel with its attributes bound, its input and output slots, and which slots are
+freed after it runs. Running a plan is a short loop over those steps. Calls are transactional: a
+variable's array is never changed once stored (a call stores new arrays), so restoring the
+store's dictionary undoes a failed call exactly; an array a call made itself is stored without a
+copy, and marked read-only.
 """
 from __future__ import annotations
 
-import functools
 import threading
 
 import numpy as np
 
 from .. import ops  # noqa: F401  (registers the op families whose kernels run)
-from ..core.ir import Function, Program, format_shape, numpy_dtype
-from ..core.registry import get_op
+from ..core.ir import Program, format_shape, numpy_dtype
+from . import threads
+from .inplace import sole_owner
+from .plan import Plan, build_plan
+from .steps import ASSIGN, FUSED, INPLACE, PURE, READ
+
+MAX_PLANS_PER_FUNCTION = 8  # input shapes remembered per function (the least recently used go)
 
 
 class ExecutionError(RuntimeError):
@@ -42,12 +48,16 @@ class VariableStore:
         except KeyError:
             raise KeyError(f"variable {name!r} is read before it is assigned") from None
 
-    def assign(self, name: str, value) -> None:
+    def assign(self, name: str, value, owned: bool = False) -> None:
+        """Store `value` as the variable's array. `owned`: the running call made it, so it is stored
+        as is when it owns its memory (read-only from now on); anything else is copied, so that no
+        caller's array, and no view of one, becomes a variable's."""
         value = np.asarray(value)
         old = self.values.get(name)
         if old is not None and old.dtype != value.dtype:
             raise TypeError(f"variable {name!r} is {old.dtype}; cannot assign {value.dtype}")
-        value = value.copy()  # a variable owns its value: later in-place work never aliases it
+        if not (owned and value.flags.owndata):
+            value = value.copy()
         value.setflags(write=False)
         self.values[name] = value
 
@@ -74,97 +84,117 @@ class RunContext:
         return None
 
 
-class Plan:
-    """A function ready to run: steps of (kernel, input slots, output slots, slots to free)."""
-
-    def __init__(self, program: Program, index: int):
-        fn: Function = program.functions[index]
-        self.function = fn
-        self.num_slots = len(fn.tensors)
-        self.constants = [(i, t.data) for i, t in enumerate(fn.tensors) if t.data is not None]
-        last_use = {}
-        for step, node in enumerate(fn.nodes):
-            for i in node.inputs:
-                if i >= 0:
-                    last_use[i] = step
-        keep = set(fn.outputs) | {i for i, _ in self.constants}
-        self.steps = []
-        for step, node in enumerate(fn.nodes):
-            opdef = get_op(node.op)
-            kernel = functools.partial(opdef.kernel, **node.attrs) if node.attrs else opdef.kernel
-            frees = tuple(i for i in set(node.inputs) if i >= 0 and last_use.get(i) == step and i not in keep)
-            self.steps.append((kernel, opdef.stateful, tuple(node.inputs), tuple(node.outputs), frees, node))
-
-
 # A hostile file's loop condition may never turn false; a million iterations is far beyond any
 # sequence or training loop a model file carries, and stops such a file within seconds.
 DEFAULT_MAX_LOOP_ITERATIONS = 1_000_000
 
 
 class Executor:
-    """Runs a Program's functions over one variable store."""
+    """Runs a Program's functions over one variable store. `optimize=False` runs every node's own
+    kernel, with no folding, fusion or in-place work: the path the optimised one is tested against."""
 
-    def __init__(self, program: Program, variables: VariableStore | None = None):
+    def __init__(self, program: Program, variables: VariableStore | None = None, optimize: bool = True,
+                 num_threads: int = threads.DEFAULT_THREADS):
         self.program = program
+        self.num_threads = num_threads  # BLAS threads during a call (runtime/threads.py)
         self.variables = variables or VariableStore()
-        self._plans: dict[int, Plan] = {}
+        self.optimize = optimize
+        self._plans: dict[int, dict] = {}
         self.lock = threading.RLock()
         self.nonfinite_check = False  # undo a call that leaves a float variable non-finite
         self.strict_checkpoints = False  # restore refuses a checkpoint without a checksum
         self.max_loop_iterations = DEFAULT_MAX_LOOP_ITERATIONS  # per run of one while loop; None: no bound
         self.random_streams: dict = {}  # generators of random ops (ops/random.py), by signature and seeds
+        self._callers: tuple = ()  # the arrays the running call was given (never stored without a copy)
 
-    def plan(self, index: int) -> Plan:
-        plan = self._plans.get(index)
+    def plan(self, index: int, args=None) -> Plan:
+        """The plan of function `index` for inputs like `args` (arrays, or their shapes in a tuple;
+        None: the shapes the function declares)."""
+        fn = self.program.functions[index]
+        if args is None:
+            shapes = tuple(tuple(fn.tensors[i].shape) for i in fn.inputs)
+        else:
+            shapes = tuple(a if isinstance(a, tuple) else getattr(a, "shape", None) for a in args)
+        plans = self._plans.setdefault(index, {})
+        plan = plans.get(shapes)
         if plan is None:
-            plan = self._plans[index] = Plan(self.program, index)
+            if len(plans) >= MAX_PLANS_PER_FUNCTION:
+                plans.pop(next(iter(plans)))
+            plan = plans[shapes] = build_plan(self.program, index, shapes, self.optimize)
+        else:  # most recently used last
+            plans[shapes] = plans.pop(shapes)
         return plan
 
     def run_function(self, index: int, args, where: str = ""):
         """Run function `index` on `args` (arrays in the function's input order); returns the
-        slots of its outputs."""
-        plan = self.plan(index)
-        fn = plan.function
-        slots = [None] * plan.num_slots
-        for i, data in plan.constants:
-            slots[i] = data
-        for i, value in zip(fn.inputs, args):
+        values of its outputs."""
+        plan = self.plan(index, args)
+        slots = plan.template.copy()
+        for i, value in zip(plan.inputs, args):
             slots[i] = value
         ctx = None
-        for kernel, stateful, ins, outs, frees, node in plan.steps:
-            try:
-                if stateful:
-                    if ctx is None:
-                        ctx = RunContext(self, where or fn.name)
-                    result = kernel(ctx, *[None if i < 0 else slots[i] for i in ins])
+        step = None
+        try:
+            for step in plan.steps:
+                call, kind, ins, outs = step[0], step[1], step[2], step[3]
+                if kind == PURE:
+                    result = call(*[None if i < 0 else slots[i] for i in ins])
+                elif kind == READ:
+                    result = self.variables.read(call)
+                elif kind == ASSIGN:
+                    value = slots[ins[0]]
+                    self.variables.assign(call, value, owned=not any(value is a for a in self._callers))
+                    result = None
+                elif kind == INPLACE:
+                    result = self._inplace(step, slots)
+                elif kind == FUSED:
+                    result = call(*[None if i < 0 else slots[i] for i in ins])
                 else:
-                    result = kernel(*[None if i < 0 else slots[i] for i in ins])
-            except ExecutionError:
-                raise
-            except Exception as e:
-                loc = f" (traced at {node.where})" if node.where else ""
-                shapes = ", ".join("-" if i < 0 else _describe(slots[i]) for i in ins)
-                # the output's name is kept in the file; a check names what it checks there (ops/tensor_list.py)
-                named = f" [output {fn.tensors[outs[0]].name!r}]" if outs else ""
-                raise ExecutionError(f"while running {where or fn.name}: node {fn.nodes.index(node)} "
-                                     f"{node.op}({shapes}){loc} failed: {type(e).__name__}: {e}{named}") from e
-            if len(outs) == 1 and not isinstance(result, tuple) and result is not None:
-                slots[outs[0]] = result
-            elif outs:  # a file may give an op more or fewer outputs than its kernel makes
-                if not isinstance(result, tuple) or len(result) != len(outs) or any(r is None for r in result):
-                    made = len(result) if isinstance(result, tuple) else int(result is not None)
-                    raise ExecutionError(f"while running {where or fn.name}: node {fn.nodes.index(node)} "
-                                         f"{node.op} has {len(outs)} outputs in the model but made {made}")
-                for o, r in zip(outs, result):
-                    slots[o] = r
-            for i in frees:
-                slots[i] = None
-        return [slots[i] for i in fn.outputs]
+                    if ctx is None:
+                        ctx = RunContext(self, where or plan.function.name)
+                    result = call(ctx, *[None if i < 0 else slots[i] for i in ins])
+                if len(outs) == 1 and result is not None and not isinstance(result, tuple):
+                    slots[outs[0]] = result
+                elif outs:
+                    _store_outputs(result, outs, slots)
+                for i in step[4]:
+                    slots[i] = None
+        except ExecutionError:
+            raise
+        except Exception as e:
+            raise self._failure(e, step, slots, plan, where) from e
+        return [slots[i] for i in plan.outputs]
+
+    @staticmethod
+    def _inplace(step, slots):
+        """An elementwise step that writes into its dying input's buffer when nothing else holds it."""
+        call, _, ins, _, frees, _, pos = step
+        args = [None if i < 0 else slots[i] for i in ins]
+        for i in frees:
+            slots[i] = None
+        if sole_owner(args, pos):
+            return call(*args, out=args[pos])
+        return call(*args)
+
+    def _failure(self, e, step, slots, plan, where):
+        fn = plan.function
+        node = step[5] if step is not None else None
+        if isinstance(e, _OutputCountError):
+            return ExecutionError(f"while running {where or fn.name}: node {_position(fn, node)} {node.op} has "
+                                  f"{e.expected} outputs in the model but made {e.made}")
+        loc = f" (traced at {node.where})" if getattr(node, "where", "") else ""
+        shapes = ", ".join("-" if i < 0 else _describe(slots[i]) for i in step[2]) if step is not None else ""
+        # the output's name is kept in the file; a check names what it checks there (ops/tensor_list.py)
+        named = f" [output {fn.tensors[step[3][0]].name!r}]" if step is not None and step[3] else ""
+        return ExecutionError(f"while running {where or fn.name}: node {_position(fn, node)} "
+                              f"{getattr(node, 'op', '?')}({shapes}){loc} failed: {type(e).__name__}: {e}{named}")
 
     def run_transaction(self, index: int, args, where: str = ""):
         """Run a function; if it fails, every variable is left exactly as it was."""
         with self.lock:
             snap = self.variables.snapshot()
+            callers, self._callers = self._callers, tuple(args)
+            blas = threads.limit(self.num_threads)
             try:
                 result = self.run_function(index, args, where)
                 if self.nonfinite_check:
@@ -176,6 +206,32 @@ class Executor:
             except BaseException:
                 self.variables.rollback(snap)
                 raise
+            finally:
+                self._callers = callers
+                threads.restore(blas)
+
+
+class _OutputCountError(Exception):
+    def __init__(self, expected, made):
+        super().__init__(f"{expected} outputs expected, {made} made")
+        self.expected, self.made = expected, made
+
+
+def _store_outputs(result, outs, slots):
+    """A kernel's several outputs into their slots (a file may give an op more or fewer outputs
+    than its kernel makes: an error)."""
+    if not isinstance(result, tuple) or len(result) != len(outs) or any(r is None for r in result):
+        raise _OutputCountError(len(outs), len(result) if isinstance(result, tuple) else int(result is not None))
+    for o, r in zip(outs, result):
+        slots[o] = r
+
+
+def _position(fn, node):
+    """The node's index in its function (a fused step: the first node it stands for)."""
+    for k, n in enumerate(fn.nodes):
+        if n is node:
+            return k
+    return f"[{getattr(node, 'name', '?')}]"
 
 
 def _nonfinite_changes(before: dict, after: dict) -> list[str]:

@@ -12,6 +12,7 @@ import numpy as np
 from ..core.ir import Program, numpy_dtype
 from ..tflite import read_model
 from .executor import DEFAULT_MAX_LOOP_ITERATIONS, Executor, coerce_input
+from .threads import check_threads
 
 
 class SignatureError(ValueError):
@@ -90,17 +91,22 @@ class Interpreter:
     raises NonFiniteError (an ExecutionError). strict_checkpoints: restore refuses a checkpoint
     that carries no checksum (one not written by litetrain). max_loop_iterations: one run of a
     while loop may take at most this many iterations (default a million; None for no bound), so
-    that a file whose loop condition never turns false raises ExecutionError instead of hanging."""
+    that a file whose loop condition never turns false raises ExecutionError instead of hanging.
+    num_threads: the threads NumPy's BLAS may use during a call (default 1: see runtime/threads.py).
+    optimize: False runs every node's own kernel, without the plan's folding, fused kernels and
+    in-place work (the reference path those are tested against)."""
 
     def __init__(self, model_path=None, model_content=None, num_threads=None, nonfinite_check=False,
-                 strict_checkpoints=False, max_loop_iterations=DEFAULT_MAX_LOOP_ITERATIONS, **_ignored):
+                 strict_checkpoints=False, max_loop_iterations=DEFAULT_MAX_LOOP_ITERATIONS, optimize=True,
+                 **_ignored):
         if (model_path is None) == (model_content is None):
             raise ValueError("give exactly one of model_path and model_content")
         if model_path is not None:
             with open(model_path, "rb") as f:
                 model_content = f.read()
+        threads = check_threads(num_threads)
         self._program: Program = read_model(bytes(model_content))
-        self._executor = Executor(self._program)
+        self._executor = Executor(self._program, optimize=bool(optimize), num_threads=threads)
         self._executor.nonfinite_check = bool(nonfinite_check)
         self._executor.strict_checkpoints = bool(strict_checkpoints)
         if max_loop_iterations is not None and (isinstance(max_loop_iterations, bool) or
@@ -113,11 +119,11 @@ class Interpreter:
         self._allocated = False
 
     @classmethod
-    def from_program(cls, program: Program) -> "Interpreter":
+    def from_program(cls, program: Program, optimize=True, num_threads=None) -> "Interpreter":
         """An interpreter over an in-memory Program (no file), e.g. straight from tracing."""
         self = cls.__new__(cls)
         self._program = program
-        self._executor = Executor(program)
+        self._executor = Executor(program, optimize=bool(optimize), num_threads=check_threads(num_threads))
         self._main = program.functions[0] if program.functions else None
         self._input_shapes, self._tensors, self._allocated = {}, {}, False
         return self

@@ -1,14 +1,17 @@
 """Failure injection: make one node of a signature's plan raise, to check that a call failing at
 any point leaves every variable exactly as it was.
 
-`fail_at(interpreter, "train", k)` replaces the kernel of node k of the signature's function
-(after the plan is built) with one that raises; leaving the `with` block restores it.
+`fail_at(interpreter, "train", k)` replaces step k of the signature's plan (its latest: the one for
+the input shapes of its last call) with one that raises; leaving the `with` block restores it. A
+plan's steps are its nodes after folding and fusion, each a node or a fused group of them.
 """
 from __future__ import annotations
 
 import contextlib
 
 import numpy as np
+
+from litetrain.runtime.steps import PURE
 
 
 class InjectedFault(Exception):
@@ -19,12 +22,13 @@ def plan_of(interpreter, signature):
     """The plan of a signature (by key) or of a function (by index)."""
     program = interpreter._program
     index = signature if isinstance(signature, int) else program.signature(signature).function
-    return interpreter._executor.plan(index)
+    plans = interpreter._executor._plans.get(index)
+    return next(reversed(plans.values())) if plans else interpreter._executor.plan(index)
 
 
 def node_ops(interpreter, signature: str) -> list[str]:
-    """The op of each node of the signature's plan, in run order."""
-    return [step[-1].op for step in plan_of(interpreter, signature).steps]
+    """The op of each step of the signature's plan, in run order (a fused step: "fused <pattern>")."""
+    return [step[5].op for step in plan_of(interpreter, signature).steps]
 
 
 @contextlib.contextmanager
@@ -36,9 +40,9 @@ def fail_at(interpreter, signature, index: int, exception=InjectedFault):
 
     def broken(*args, **kwargs):
         raise exception if isinstance(exception, BaseException) else exception(
-            f"injected into node {index} ({original[-1].op})")
+            f"injected into node {index} ({original[5].op})")
 
-    plan.steps[index] = (broken,) + tuple(original[1:])
+    plan.steps[index] = (broken, PURE) + tuple(original[2:6])
     try:
         yield
     finally:

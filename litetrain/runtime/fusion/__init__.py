@@ -1,0 +1,39 @@
+"""Fused kernels: subgraphs that converters emit, recognised at plan time and run as one step.
+
+Each pattern module has `match(graph, k)`: given the specialised nodes of a function (a `Graph`)
+and the index of a node, it returns a `Fused` step standing for that node and others, or None.
+A pattern matches only the exact subgraph it was written for (ops, attributes, shapes, and every
+intermediate value used nowhere else); anything else runs op by op. Each fused kernel is tested
+against the op-by-op result on the same inputs (tests/test_fusion.py).
+"""
+from __future__ import annotations
+
+from ..steps import FUSED, step_of_node
+from .graph import Fused, Graph  # noqa: F401  (what a pattern returns)
+
+from . import activation
+
+PATTERNS = [activation]  # pattern modules, tried in order at every node
+
+
+def apply(nodes, fn, infos) -> list:
+    """The steps of `nodes`: fused where a pattern matches, one per node elsewhere."""
+    graph = Graph(nodes, fn, infos)
+    steps, done = [], set()
+    fused_at = {}
+    for k in range(len(nodes)):
+        if k in done:
+            continue
+        for pattern in PATTERNS:
+            found = pattern.match(graph, k)
+            if found is not None and not (set(found.nodes) & done):
+                done.update(found.nodes)
+                fused_at[max(found.nodes)] = found
+                break
+    for k, n in enumerate(nodes):
+        if k in fused_at:
+            f = fused_at[k]
+            steps.append((f.kernel, FUSED, tuple(f.inputs), tuple(f.outputs), (), f))
+        elif k not in done:
+            steps.append(step_of_node(n, infos))
+    return steps
