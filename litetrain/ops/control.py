@@ -88,7 +88,7 @@ def _while_kernel(ctx, *loop_vars, cond_subgraph_index=0, body_subgraph_index=0)
         if limit is not None and iterations >= limit:
             raise RuntimeError(f"{ctx.where}: the while loop (body {body.name!r}) ran {limit:,} iterations and its "
                                f"condition is still true; pass max_loop_iterations= to the Interpreter to allow more")
-        values = run(body_subgraph_index, values, where=body_where)
+        values = run(body_subgraph_index, values, where=body_where, donate=True)  # the body may update in place
         iterations += 1
 
 

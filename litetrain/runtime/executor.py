@@ -125,13 +125,16 @@ class Executor:
             plans[shapes] = plans.pop(shapes)
         return plan
 
-    def run_function(self, index: int, args, where: str = ""):
+    def run_function(self, index: int, args, where: str = "", donate: bool = False):
         """Run function `index` on `args` (arrays in the function's input order); returns the
-        values of its outputs."""
+        values of its outputs. `donate`: args is a list the caller gives up (it is emptied), so
+        that a step may write into an input's buffer that nothing else holds (a loop's lists)."""
         plan = self.plan(index, args)
         slots = plan.template.copy()
         for i, value in zip(plan.inputs, args):
             slots[i] = value
+        if donate:
+            args.clear()
         ctx = None
         step = None
         try:
