@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from litetrain import ops  # registers every op
+from litetrain import ops  # registers every op family
+from litetrain.ops import tf as tf_ops  # noqa: F401  (and TensorFlow's Flex ops, which files load on demand)
 from litetrain.core.autodiff import gradients
 from litetrain.core.ir import FLOAT_DTYPES, Signature, dtype_name, numpy_dtype
 from litetrain.core.registry import NOT_DIFFERENTIABLE, OPS, Builtin, get_op

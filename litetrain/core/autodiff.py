@@ -12,6 +12,7 @@ import numpy as np
 
 from .ir import numpy_dtype
 from .registry import NOT_DIFFERENTIABLE, get_op
+from .remat import rematerialize
 from .trace import Tensor, TraceError
 
 
@@ -52,6 +53,7 @@ def gradients(y: Tensor, xs, grad_y=None):
             depends.update(node.outputs)
     if not any(t.index in depends for t in ys):
         return [_zeros_for(fb, x, t) for x, t in zip(xs, targets)]
+    backward_from = len(fn.nodes)
     grads: dict[int, Tensor] = {}
     for t, g in zip(ys, grad_ys):
         g = fb.to_tensor(g)
@@ -89,6 +91,8 @@ def gradients(y: Tensor, xs, grad_y=None):
         for g in found[1:]:
             total = fb.emit("add", [total, g])
         out.append(total)
+    if fb.recompute_regions:  # blocks whose activations the backward pass recomputes
+        rematerialize(fb, backward_from)
     return out
 
 

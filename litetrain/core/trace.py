@@ -83,6 +83,7 @@ class FunctionBuilder:
         self._current: dict[str, Tensor] = {}  # variable name -> its value now in this function
         self.reads: dict[str, list[int]] = {}   # variable name -> read_variable output indices
         self.reports: dict[str, Tensor] = {}    # outputs added by library code (e.g. step_skipped)
+        self.recompute_regions: list = []      # node lists whose values the backward pass recomputes (remat.py)
         self._counter = 0
 
     # -- tensors -------------------------------------------------------------------------

@@ -16,7 +16,8 @@ does for frozen batch normalisation; their backward pass is never generated.
 from __future__ import annotations
 
 from .. import ops
-from ..frontend.nn import BatchNormalization, Conv2D, Dense, DepthwiseConv2D, Dropout, GlobalAveragePooling2D, Layer
+from ..frontend.nn import (BatchNormalization, Conv2D, Dense, DepthwiseConv2D, Dropout, GlobalAveragePooling2D, Layer,
+                           recompute)
 from ..frontend.module import Param
 
 # (expansion t, output channels c, repeats n, first stride s), from the paper's Table 2
@@ -88,11 +89,13 @@ class InvertedResidual(Layer):
 
 class MobileNetV2(Layer):
     """MobileNetV2 on NHWC images of `input_shape`, returning logits (or pooled features when
-    num_classes is None)."""
+    num_classes is None). `recompute`: the stages (indices into `stages`, or "all") whose activations
+    the backward pass recomputes instead of keeping them (memory-lean training; nn.recompute)."""
 
     def __init__(self, alpha=1.0, input_shape=(224, 224, 3), num_classes=1000, dropout=0.0, bn_momentum=0.9,
-                 bn_epsilon=1e-5, trainable_from=0, name=None):
+                 bn_epsilon=1e-5, trainable_from=0, name=None, recompute=()):
         super().__init__(name)
+        self._recompute = recompute
         self.alpha, self.input_shape, self.num_classes = float(alpha), tuple(input_shape), num_classes
         channels = make_divisible(32 * alpha)
         self.stem = ConvBN(input_shape[2], channels, 3, 2, bn_momentum, bn_epsilon)
@@ -134,8 +137,10 @@ class MobileNetV2(Layer):
         return self
 
     def __call__(self, x, training=False):
+        chosen = range(len(self.stages)) if self._recompute == "all" else set(self._recompute)
         for k, stage in enumerate(self.stages):
-            x = stage(x, training=training and k >= self.trainable_from)
+            train = training and k >= self.trainable_from
+            x = recompute(stage, x, training=train) if k in chosen else stage(x, training=train)
         x = self.pool(x)
         if "dropout" in self.__dict__:
             x = self.dropout(x, training)

@@ -16,9 +16,8 @@ import numpy as np
 from .. import ops  # noqa: F401  (registers the op families whose kernels run)
 from ..core.ir import Program, format_shape, numpy_dtype
 from . import threads
-from .inplace import sole_owner
 from .plan import Plan, build_plan
-from .steps import ASSIGN, FUSED, INPLACE, PURE, READ
+from .bind import OutputCountError, bind_step
 
 MAX_PLANS_PER_FUNCTION = 8  # input shapes remembered per function (the least recently used go)
 
@@ -130,59 +129,32 @@ class Executor:
         values of its outputs. `donate`: args is a list the caller gives up (it is emptied), so
         that a step may write into an input's buffer that nothing else holds (a loop's lists)."""
         plan = self.plan(index, args)
+        bound = plan.bound if plan.bound is not None else self._bind(plan)
         slots = plan.template.copy()
         for i, value in zip(plan.inputs, args):
             slots[i] = value
         if donate:
             args.clear()
-        ctx = None
-        step = None
+        call = _Call(self, where or plan.function.name)
+        n = -1
         try:
-            for step in plan.steps:
-                call, kind, ins, outs = step[0], step[1], step[2], step[3]
-                if kind == PURE:
-                    result = call(*[None if i < 0 else slots[i] for i in ins])
-                elif kind == READ:
-                    result = self.variables.read(call)
-                elif kind == ASSIGN:
-                    value = slots[ins[0]]
-                    self.variables.assign(call, value, owned=not any(value is a for a in self._callers))
-                    result = None
-                elif kind == INPLACE:
-                    result = self._inplace(step, slots)
-                elif kind == FUSED:
-                    result = call(*[None if i < 0 else slots[i] for i in ins])
-                else:
-                    if ctx is None:
-                        ctx = RunContext(self, where or plan.function.name)
-                    result = call(ctx, *[None if i < 0 else slots[i] for i in ins])
-                if len(outs) == 1 and result is not None and not isinstance(result, tuple):
-                    slots[outs[0]] = result
-                elif outs:
-                    _store_outputs(result, outs, slots)
-                for i in step[4]:
-                    slots[i] = None
+            for n, step in enumerate(bound):
+                step(slots, call)
         except ExecutionError:
             raise
         except Exception as e:
-            raise self._failure(e, step, slots, plan, where) from e
+            raise self._failure(e, plan.steps[n] if n >= 0 else None, slots, plan, where) from e
         return [slots[i] for i in plan.outputs]
 
-    @staticmethod
-    def _inplace(step, slots):
-        """An elementwise step that writes into its dying input's buffer when nothing else holds it."""
-        call, _, ins, _, frees, _, pos = step
-        args = [None if i < 0 else slots[i] for i in ins]
-        for i in frees:
-            slots[i] = None
-        if sole_owner(args, pos):
-            return call(*args, out=args[pos])
-        return call(*args)
+    def _bind(self, plan):
+        """The plan's steps as closures over their slots (a pre-bound sequence of kernel calls)."""
+        plan.bound = [bind_step(step, self) for step in plan.steps]
+        return plan.bound
 
     def _failure(self, e, step, slots, plan, where):
         fn = plan.function
         node = step[5] if step is not None else None
-        if isinstance(e, _OutputCountError):
+        if isinstance(e, OutputCountError):
             return ExecutionError(f"while running {where or fn.name}: node {_position(fn, node)} {node.op} has "
                                   f"{e.expected} outputs in the model but made {e.made}")
         loc = f" (traced at {node.where})" if getattr(node, "where", "") else ""
@@ -214,19 +186,18 @@ class Executor:
                 threads.restore(blas)
 
 
-class _OutputCountError(Exception):
-    def __init__(self, expected, made):
-        super().__init__(f"{expected} outputs expected, {made} made")
-        self.expected, self.made = expected, made
+class _Call:
+    """One run of a function: where it runs (for errors and random streams) and, made when a
+    stateful kernel first needs it, the RunContext those kernels get."""
+    __slots__ = ("executor", "where", "_ctx")
 
+    def __init__(self, executor, where):
+        self.executor, self.where, self._ctx = executor, where, None
 
-def _store_outputs(result, outs, slots):
-    """A kernel's several outputs into their slots (a file may give an op more or fewer outputs
-    than its kernel makes: an error)."""
-    if not isinstance(result, tuple) or len(result) != len(outs) or any(r is None for r in result):
-        raise _OutputCountError(len(outs), len(result) if isinstance(result, tuple) else int(result is not None))
-    for o, r in zip(outs, result):
-        slots[o] = r
+    def ctx(self):
+        if self._ctx is None:
+            self._ctx = RunContext(self.executor, self.where)
+        return self._ctx
 
 
 def _position(fn, node):

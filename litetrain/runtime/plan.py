@@ -37,6 +37,7 @@ class Plan:
         self.steps = steps
         self.inputs = inputs
         self.outputs = outputs
+        self.bound = None  # the steps as closures, made by the executor at the first run (None again after a change)
 
 
 def build_plan(program: Program, index: int, shapes, optimize: bool = True) -> Plan:

@@ -161,6 +161,9 @@ class _ModelReader:
         builtins, customs = self.op_tables
         if code == enum_members("BuiltinOperator")["CUSTOM"]:
             name = self.string(oc, "OperatorCode", "custom_code")
+            if name not in customs and name.startswith("Flex"):  # TensorFlow's ops: registered on first need
+                from ..ops import tf  # noqa: F401
+                self.op_tables = builtins, customs = _op_tables()
             return customs.get(name), f"custom op {name!r}"
         name = enum_names("BuiltinOperator").get(code)
         return builtins.get(name), name or f"builtin operator code {code}"

@@ -43,10 +43,12 @@ def fail_at(interpreter, signature, index: int, exception=InjectedFault):
             f"injected into node {index} ({original[5].op})")
 
     plan.steps[index] = (broken, PURE) + tuple(original[2:6])
+    plan.bound = None  # the executor binds the steps again
     try:
         yield
     finally:
         plan.steps[index] = original
+        plan.bound = None
 
 
 def snapshot(interpreter) -> dict:

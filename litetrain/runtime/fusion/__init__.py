@@ -11,25 +11,27 @@ from __future__ import annotations
 from ..steps import FUSED, step_of_node
 from .graph import Fused, Graph  # noqa: F401  (what a pattern returns)
 
-from . import activation
+from . import activation, elementwise
 
 PATTERNS = [activation]  # pattern modules, tried in order at every node
+GENERIC = [elementwise]  # tried after every specific pattern has taken its nodes
 
 
 def apply(nodes, fn, infos) -> list:
     """The steps of `nodes`: fused where a pattern matches, one per node elsewhere."""
     graph = Graph(nodes, fn, infos)
-    steps, done = [], set()
-    fused_at = {}
-    for k in range(len(nodes)):
-        if k in done:
-            continue
-        for pattern in PATTERNS:
-            found = pattern.match(graph, k)
-            if found is not None and not (set(found.nodes) & done):
-                done.update(found.nodes)
-                fused_at[max(found.nodes)] = found
-                break
+    done, fused_at = set(), {}
+    for patterns in (PATTERNS, GENERIC):
+        for k in range(len(nodes)):
+            if k in done:
+                continue
+            for pattern in patterns:
+                found = pattern.match(graph, k)
+                if found is not None and not (set(found.nodes) & done):
+                    done.update(found.nodes)
+                    fused_at[max(found.nodes)] = found
+                    break
+    steps = []
     for k, n in enumerate(nodes):
         if k in fused_at:
             f = fused_at[k]
