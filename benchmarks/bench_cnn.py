@@ -45,11 +45,25 @@ MODELS = {
 }
 
 
-def build_net(model):
+VARIANTS = {"full": "every weight trained", "remat": "every weight trained, every stage's activations recomputed",
+            "last2": "the last 2 stages and the classifier trained", "bias": "biases and batch-norm offsets trained"}
+
+
+def build_net(model, variant="full"):
+    """The litetrain network; `variant` (MobileNetV2 only) chooses what trains and what is recomputed."""
     from litetrain.models import MobileNetV2, SmallCNN
     if model == "small_cnn":
         return SmallCNN()
-    return MobileNetV2(alpha=0.35, input_shape=(96, 96, 3), num_classes=10)
+    net = MobileNetV2(alpha=0.35, input_shape=(96, 96, 3), num_classes=10,
+                      recompute="all" if variant == "remat" else ())
+    if variant == "last2":
+        net.set_trainable_from(len(net.stages) - 2)
+    elif variant == "bias":
+        for state in net.states():
+            if state.path.endswith(("/bias", "/beta")):
+                continue
+            state.trainable = False
+    return net
 
 
 def inputs(model, seed=0):
@@ -60,14 +74,17 @@ def inputs(model, seed=0):
     return x, y
 
 
-def torch_step(model, x, y):
+def torch_step(model, x, y, variant="full"):
     """PyTorch eager's train step on the batch (x, y): the same network built by to_torch from the
     constructor's weights (the file's initial values); zero_grad, forward, cross_entropy, backward,
     SGD(momentum 0.9) step; returns the loss."""
     import torch
     from tools.torch_mirror import to_torch
-    net = to_torch(build_net(model)).train()
-    opt = torch.optim.SGD(net.parameters(), lr=MODELS[model]["lr"], momentum=0.9)
+    net = to_torch(build_net(model, variant)).train()
+    if variant == "bias":
+        for name, p in net.named_parameters():
+            p.requires_grad_(name.endswith("bias"))
+    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=MODELS[model]["lr"], momentum=0.9)
     tx, ty = torch.from_numpy(x), torch.from_numpy(y)
 
     def step():
@@ -108,17 +125,17 @@ def worker(engine, model, model_path, steps, warmup, threads):
     print(json.dumps(out))
 
 
-def prepare(directory, model, **convert_options):
+def prepare(directory, model, variant="full", **convert_options):
     """Convert `model` (builtin operators only, plus any other `lt.convert` options) to a file in
     `directory`. Returns (path, file size, operators in the train subgraph)."""
     import litetrain as lt
     from litetrain.models import image_classifier
     spec = MODELS[model]
-    net = build_net(model)
+    net = build_net(model, variant)
     trainer = image_classifier(net, spec["shape"], 10, lt.optim.SGD(spec["lr"], momentum=0.9))
     content = lt.convert(trainer, signatures=["train", "infer", "save", "restore"], portable_checkpoints=True,
                          **convert_options)
-    path = os.path.join(directory, f"{model}.tflite")
+    path = os.path.join(directory, f"{model}.tflite" if variant == "full" else f"{model}_{variant}.tflite")
     with open(path, "wb") as f:
         f.write(content)
     from litetrain.tflite import read_model

@@ -2,7 +2,8 @@
 the engines interleaved in one run; MobileNetV2 fine-tuning's peak memory; litetrain's import time.
 
     python benchmarks/bench_train.py [--rows NAME,...] [--steps N] [--warmup 5] [--rounds 10] [--threads N]
-                                     [--skip-personalize] [--personalize-steps 3] [--remat BLOCKS]
+                                     [--skip-personalize] [--personalize-steps 3]
+                                     [--memory-variants full,remat,last2,bias]
 
 Rows (names for --rows; the scripts they come from say more):
 
@@ -42,14 +43,16 @@ its row's timed calls. Ratios are litetrain's time divided by the peer's: below 
 faster. A cell whose engine cannot run the row shows the error instead.
 
 Threads: --threads (default: the CPU count) for every engine: torch.set_num_threads, LiteRT's
-num_threads, and OMP/OpenBLAS/MKL_NUM_THREADS in every worker's environment (NumPy's BLAS threads
-are litetrain's only threads).
+num_threads, litetrain's num_threads (the BLAS threads of its calls; NumPy's BLAS threads are
+litetrain's only threads), and OMP/OpenBLAS/MKL_NUM_THREADS in every worker's environment.
 
-Memory: the peak resident set size (VmHWM, see _common.peak_rss_mb) of MobileNetV2 0.35 full
-fine-tuning, batch 8, for --memory-steps steps, each engine in a fresh process: litetrain, litetrain
-with activation recomputation (--remat BLOCKS, when litetrain has such an option; REMAT_OPTION
-names it) and PyTorch eager. Import time: the median wall time of several fresh
-`python -c "import litetrain"` processes, beside `python -c pass`.
+Memory: the peak resident set size (VmHWM, see _common.peak_rss_mb) of MobileNetV2 0.35 training,
+batch 8, for --memory-steps steps, each engine and variant in a fresh process, for the variants
+--memory-variants names (bench_cnn.VARIANTS): every weight trained (full); the same with every
+stage's activations recomputed in the backward pass (remat, litetrain only: MobileNetV2(recompute=
+"all")); the last two stages and the classifier trained (last2); only biases and batch-norm offsets
+trained (bias). Import time: the median wall time of several fresh `python -c "import litetrain"`
+processes, beside `python -c pass`.
 
 Speed is never asserted by tests.
 """
@@ -57,7 +60,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import inspect
 import json
 import os
 import platform
@@ -85,9 +87,6 @@ ENGINE_TITLES = {"litetrain": "litetrain", "pytorch": "PyTorch", "litert": "Lite
 PERSONALIZE = SimpleNamespace(images=8, batch=20)  # bench_personalize's defaults: 8 images per step
 LSTM = {"cell": "LSTM", "units": 32, "batch": 32, "length": 20}
 MEMORY_ROW = "mobilenet_v2_train"
-# The keyword of lt.convert (or of lt.Interpreter) that makes litetrain recompute activations in the
-# backward pass instead of keeping them; --remat passes its value there once litetrain has it.
-REMAT_OPTION = "remat"
 
 
 def _rows():
@@ -121,17 +120,18 @@ def _operators(path, signature):
     return len(program.functions[program.signature(signature).function].nodes)
 
 
-def prepare(model, directory, **convert_options):
+def prepare(model, directory, variant="full"):
     """Convert `model` to a builtins-only file in `directory`: {"path", "note", and what PyTorch's
-    worker needs to start from the same weights}."""
+    worker needs to start from the same weights}. `variant`: what a MobileNetV2 trains and
+    recomputes (bench_cnn.VARIANTS)."""
     import litetrain as lt
     if model == "mlp":
         path, weights, _ = bench_mlp.prepare(directory)
         files = {"path": path, "weights": weights}
         what = "demo MLP"
     elif model in bench_cnn.MODELS:
-        path, _, _ = bench_cnn.prepare(directory, model, **convert_options)
-        files = {"path": path}
+        path, _, _ = bench_cnn.prepare(directory, model, variant)
+        files = {"path": path, "variant": variant}
         what = bench_cnn.MODELS[model]["title"]
     elif model == "lstm":
         net = bench_rnn.build_model(LSTM["cell"], LSTM["units"], LSTM["length"])
@@ -151,19 +151,6 @@ def prepare(model, directory, **convert_options):
     ops = ", ".join(f"{s} {_operators(path, s)} operators" for s in signatures)
     files["note"] = f"{model}: {what}; file {os.path.getsize(path) / 1024:,.0f} KiB, {ops}"
     return files
-
-
-def remat_files(blocks, directory):
-    """The MobileNetV2 files for litetrain with activation recomputation (`blocks` as REMAT_OPTION's
-    value), or None when this litetrain has no such option, in lt.convert or in lt.Interpreter."""
-    import litetrain as lt
-    value = int(blocks) if blocks.isdigit() else blocks
-    if REMAT_OPTION in inspect.signature(lt.convert).parameters:
-        os.makedirs(directory, exist_ok=True)
-        return prepare(ROWS[MEMORY_ROW]["model"], directory, **{REMAT_OPTION: value})
-    if REMAT_OPTION in inspect.signature(lt.Interpreter.__init__).parameters:
-        return {**prepare(ROWS[MEMORY_ROW]["model"], directory), "interpreter_options": {REMAT_OPTION: value}}
-    return None
 
 
 # -- the workers: one engine on one row per process -----------------------------------------------
@@ -192,8 +179,7 @@ def engine_call(engine, row, files, threads):
 
     if engine == "litetrain":
         import litetrain as lt
-        runner = lt.Interpreter(model_path=files["path"], **files.get("interpreter_options", {})) \
-            .get_signature_runner(signature)
+        runner = lt.Interpreter(model_path=files["path"], num_threads=threads).get_signature_runner(signature)
         return (lambda: summary(runner(**feed))), lt.__version__
     if engine in ("litert", "litert_xnnpack"):
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
@@ -215,7 +201,7 @@ def engine_call(engine, row, files, threads):
     elif model == "personalize":
         step = bench_personalize.torch_step("finetune", files["path"], x, y)
     else:
-        step = bench_cnn.torch_step(model, x, y)
+        step = bench_cnn.torch_step(model, x, y, files.get("variant", "full"))
     return step, torch.__version__
 
 
@@ -398,7 +384,9 @@ def run_memory(label, engine, files, args, env):
 def import_times(runs, env):
     """Median wall times (ms) of fresh `python -c "import litetrain"` and `python -c pass` processes,
     run alternately."""
-    commands = {"import litetrain": [sys.executable, "-c", "import litetrain"], "pass": [sys.executable, "-c", "pass"]}
+    commands = {"import litetrain": [sys.executable, "-c", "import litetrain"],
+                "import litetrain; lt.Interpreter": [sys.executable, "-c", "import litetrain as lt; lt.Interpreter"],
+                "pass": [sys.executable, "-c", "pass"]}
     times = {k: [] for k in commands}
     for _ in range(runs):
         for key, cmd in commands.items():
@@ -439,7 +427,7 @@ def loss_table(rows, results):
 
 
 def memory_table(entries):
-    base = next((e["peak"] for e in entries if e["label"] == "litetrain" and "peak" in e), None)
+    base = next((e["peak"] for e in entries if e["label"].startswith("litetrain") and "peak" in e), None)
     table = [["engine", "peak RSS MB", "vs litetrain", "Python+NumPy MB", "model loaded MB", "growth in steps MB",
               "step ms"]]
     for e in entries:
@@ -477,8 +465,8 @@ def build_parser():
     parser.add_argument("--skip-personalize", action="store_true", help="leave out the personalization row")
     parser.add_argument("--personalize-steps", type=int, default=3, help="timed calls in the personalization row")
     parser.add_argument("--memory-steps", type=int, default=3, help="steps of each memory worker (0: no memory)")
-    parser.add_argument("--remat", metavar="BLOCKS",
-                        help="also measure litetrain's memory with activations recomputed (REMAT_OPTION=BLOCKS)")
+    parser.add_argument("--memory-variants", default="full,remat,last2,bias",
+                        help="what trains and what is recomputed in the memory table (bench_cnn.VARIANTS)")
     parser.add_argument("--import-runs", type=int, default=7, help="fresh processes timing the import (0: none)")
     parser.add_argument("--timeout", type=int, default=600, help="seconds a worker may take for one reply")
     parser.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
@@ -525,21 +513,22 @@ def time_rows(rows, files, tmp, args, env):
 
 
 def memory_rows(files, tmp, args, env):
-    """Peak memory of MobileNetV2 fine-tuning in litetrain (with and without --remat) and PyTorch."""
+    """Peak memory of MobileNetV2 training in litetrain and PyTorch, for each --memory-variants choice
+    of what trains and what is recomputed."""
     model = ROWS[MEMORY_ROW]["model"]
-    if model not in files:
-        files[model] = prepare(model, tmp)
-    entries = [run_memory("litetrain", "litetrain", files, args, env)]
-    if args.remat:
-        label = f"litetrain --remat {args.remat}"
-        remat = remat_files(args.remat, os.path.join(tmp, "remat"))
-        entries.append(run_memory(label, "litetrain", {model: remat}, args, env) if remat else
-                       {"label": label, "error": f"not available (litetrain has no {REMAT_OPTION!r} option)"})
-    entries.append(run_memory("pytorch", "pytorch", files, args, env))
-    print(f"\nMemory: MobileNetV2 0.35 96x96 full fine-tuning, batch 8, {args.memory_steps} steps, each "
-          "engine in a fresh process; peak RSS (VmHWM) of the whole process, before the engine is imported, "
-          "once it has loaded the model, and the growth during the steps (activations, gradients, optimizer "
-          "state); step ms: median of those steps\n")
+    entries = []
+    for variant in [v for v in args.memory_variants.split(",") if v]:
+        if variant not in bench_cnn.VARIANTS:
+            raise SystemExit(f"unknown memory variant {variant!r}; known: {', '.join(bench_cnn.VARIANTS)}")
+        os.makedirs(os.path.join(tmp, variant), exist_ok=True)
+        chosen = {model: prepare(model, os.path.join(tmp, variant), variant)}
+        entries.append(run_memory(f"litetrain {variant}", "litetrain", chosen, args, env))
+        if variant != "remat":  # PyTorch eager keeps its activations
+            entries.append(run_memory(f"pytorch {variant}", "pytorch", chosen, args, env))
+    print(f"\nMemory: MobileNetV2 0.35 96x96, batch 8, {args.memory_steps} steps, each engine and variant in a "
+          "fresh process: " + "; ".join(f"{k}: {v}" for k, v in bench_cnn.VARIANTS.items()) + ". Peak RSS (VmHWM) "
+          "of the whole process, before the engine is imported, once it has loaded the model, and the growth "
+          "during the steps (activations, gradients, optimizer state); step ms: median of those steps\n")
     print(memory_table(entries))
 
 
@@ -567,9 +556,10 @@ def main(argv=None):
             memory_rows(files, tmp, args, env)
     if args.import_runs:
         t = import_times(args.import_runs, env)
-        print(f"\nImport time (median of {args.import_runs} fresh processes): python -c \"import litetrain\" "
-              f"{t['import litetrain']:.0f} ms; python -c pass {t['pass']:.0f} ms; difference "
-              f"{t['import litetrain'] - t['pass']:.0f} ms")
+        print(f"\nImport time (median of {args.import_runs} fresh processes, minus python -c pass's "
+              f"{t['pass']:.0f} ms): import litetrain {t['import litetrain'] - t['pass']:.0f} ms; import litetrain and "
+              f"its Interpreter (NumPy, the op set, the .tflite reader) "
+              f"{t['import litetrain; lt.Interpreter'] - t['pass']:.0f} ms")
 
 
 if __name__ == "__main__":

@@ -69,13 +69,23 @@ def const_value(info, what="input"):
 
 
 def normalize_axes(axes, rank):
-    axes = np.atleast_1d(np.asarray(axes, dtype=np.int64))
-    out = []
-    for a in axes.tolist():
-        if not -rank <= a < rank:
-            raise ValueError(f"axis {a} is out of range for rank {rank}")
-        out.append(a % rank)
-    return tuple(sorted(set(out)))
+    """Axes (an int, a list, an array) as a sorted tuple of distinct axes in [0, rank)."""
+    key = (tuple(np.asarray(axes).reshape(-1).tolist()), rank)
+    found = _AXES.get(key)
+    if found is None:
+        out = []
+        for a in key[0]:
+            a = int(a)
+            if not -rank <= a < rank:
+                raise ValueError(f"axis {a} is out of range for rank {rank}")
+            out.append(a % rank)
+        found = tuple(sorted(set(out)))
+        if len(_AXES) < 4096:  # the axes a model uses are few; a hostile file's many are not kept
+            _AXES[key] = found
+    return found
+
+
+_AXES: dict = {}
 
 
 ACTIVATIONS = {

@@ -164,14 +164,18 @@ class Executor:
         return ExecutionError(f"while running {where or fn.name}: node {_position(fn, node)} "
                               f"{getattr(node, 'op', '?')}({shapes}){loc} failed: {type(e).__name__}: {e}{named}")
 
-    def run_transaction(self, index: int, args, where: str = ""):
-        """Run a function; if it fails, every variable is left exactly as it was."""
+    def run_transaction(self, index: int, args, where: str = "", finish=None):
+        """Run a function; if it fails, every variable is left exactly as it was. `finish(outputs)`,
+        when given, makes what the call returns (the caller's copies of the outputs, say) inside the
+        transaction: if that fails too (memory runs out), the call changes nothing either."""
         with self.lock:
             snap = self.variables.snapshot()
             callers, self._callers = self._callers, tuple(args)
             blas = threads.limit(self.num_threads)
             try:
                 result = self.run_function(index, args, where)
+                if finish is not None:
+                    result = finish(result)
                 if self.nonfinite_check:
                     bad = _nonfinite_changes(snap[0], self.variables.values)
                     if bad:

@@ -70,8 +70,9 @@ class SignatureRunner:
                 args.append(coerce_input(value, dtype, shape, f"signature {sig.key!r} input {name!r}"))
             except (TypeError, ValueError) as e:
                 raise SignatureError(str(e)) from None
-        values = self._interpreter._executor.run_transaction(sig.function, args, where=f"signature {sig.key!r}")
-        return {name: _result(values[k]) for name, k in self._outputs}
+        return self._interpreter._executor.run_transaction(
+            sig.function, args, where=f"signature {sig.key!r}",
+            finish=lambda values: {name: _result(values[k]) for name, k in self._outputs})
 
     def get_input_details(self):
         return {k: _details(self._fn, i) for k, i in self._sig.inputs.items()}
