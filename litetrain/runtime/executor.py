@@ -105,6 +105,8 @@ class Executor:
         self.max_loop_iterations = DEFAULT_MAX_LOOP_ITERATIONS  # per run of one while loop; None: no bound
         self.random_streams: dict = {}  # generators of random ops (ops/random.py), by signature and seeds
         self._callers: tuple = ()  # the arrays the running call was given (never stored without a copy)
+        self.keep_values = False  # keep every value of a run in last_values[function] (nothing freed)
+        self.last_values: dict = {}
 
     def plan(self, index: int, args=None) -> Plan:
         """The plan of function `index` for inputs like `args` (arrays, or their shapes in a tuple;
@@ -119,7 +121,7 @@ class Executor:
         if plan is None:
             if len(plans) >= MAX_PLANS_PER_FUNCTION:
                 plans.pop(next(iter(plans)))
-            plan = plans[shapes] = build_plan(self.program, index, shapes, self.optimize)
+            plan = plans[shapes] = build_plan(self.program, index, shapes, self.optimize, free=not self.keep_values)
         else:  # most recently used last
             plans[shapes] = plans.pop(shapes)
         return plan
@@ -144,6 +146,8 @@ class Executor:
             raise
         except Exception as e:
             raise self._failure(e, plan.steps[n] if n >= 0 else None, slots, plan, where) from e
+        if self.keep_values:
+            self.last_values[index] = slots
         return [slots[i] for i in plan.outputs]
 
     def _bind(self, plan):

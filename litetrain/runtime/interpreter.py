@@ -87,47 +87,77 @@ class Interpreter:
     The file is untrusted: a bad one raises InvalidModelError (UnsupportedOpError for operators
     litetrain lacks). A signature call raises only SignatureError (bad inputs) or ExecutionError
     (a kernel failed, a checkpoint was refused, ...), and then every variable is as it was.
-    Calls from several threads are serialised. Options beyond TensorFlow Lite's:
-    nonfinite_check: a call that leaves a float variable with an infinity or a NaN is undone and
-    raises NonFiniteError (an ExecutionError). strict_checkpoints: restore refuses a checkpoint
-    that carries no checksum (one not written by litetrain). max_loop_iterations: one run of a
-    while loop may take at most this many iterations (default a million; None for no bound), so
-    that a file whose loop condition never turns false raises ExecutionError instead of hanging.
-    num_threads: the threads NumPy's BLAS may use during a call (default 1: see runtime/threads.py).
-    optimize: False runs every node's own kernel, without the plan's folding, fused kernels and
-    in-place work (the reference path those are tested against)."""
+    Calls from several threads are serialised.
 
-    def __init__(self, model_path=None, model_content=None, num_threads=None, nonfinite_check=False,
-                 strict_checkpoints=False, max_loop_iterations=DEFAULT_MAX_LOOP_ITERATIONS, optimize=True,
-                 **_ignored):
+    TensorFlow Lite's arguments: num_threads is the number of threads NumPy's BLAS may use during a
+    call (default 1, see runtime/threads.py). experimental_preserve_all_tensors keeps every tensor
+    of the main subgraph after invoke() for get_tensor (the plan then runs op by op). The delegate
+    options (experimental_delegates, the op resolver type, clustering, node fusion, profiling,
+    latest features, zero-point compression) are accepted as TensorFlow Lite takes them and change
+    nothing: litetrain has one set of kernels and no delegates (a delegate given is an error).
+    Any other argument is a TypeError.
+
+    Options beyond TensorFlow Lite's: nonfinite_check: a call that leaves a float variable with an
+    infinity or a NaN is undone and raises NonFiniteError (an ExecutionError). strict_checkpoints:
+    restore refuses a checkpoint that carries no checksum (one not written by litetrain).
+    max_loop_iterations: one run of a while loop may take at most this many iterations (default a
+    million; None for no bound), so that a file whose loop condition never turns false raises
+    ExecutionError instead of hanging. optimize: False runs every node's own kernel, without the
+    plan's folding, fused kernels and in-place work (the reference path those are tested against)."""
+
+    def __init__(self, model_path=None, model_content=None, experimental_delegates=None, num_threads=None,
+                 experimental_op_resolver_type=None, experimental_preserve_all_tensors=False,
+                 experimental_disable_delegate_clustering=False, experimental_default_delegate_latest_features=False,
+                 experimental_compress_quantization_zero_points=False, experimental_disable_delegate_node_fusion=False,
+                 experimental_force_delegate_node_profiling=False, *, nonfinite_check=False, strict_checkpoints=False,
+                 max_loop_iterations=DEFAULT_MAX_LOOP_ITERATIONS, optimize=True):
         if (model_path is None) == (model_content is None):
             raise ValueError("give exactly one of model_path and model_content")
-        if model_path is not None:
-            with open(model_path, "rb") as f:
-                model_content = f.read()
+        if experimental_delegates:
+            raise ValueError("litetrain runs its own NumPy kernels and takes no delegates: leave "
+                             "experimental_delegates out (TensorFlow Lite's delegates need TensorFlow Lite)")
         threads = check_threads(num_threads)
-        self._program: Program = read_model(bytes(model_content))
-        self._executor = Executor(self._program, optimize=bool(optimize), num_threads=threads)
-        self._executor.nonfinite_check = bool(nonfinite_check)
-        self._executor.strict_checkpoints = bool(strict_checkpoints)
         if max_loop_iterations is not None and (isinstance(max_loop_iterations, bool) or
                                                 not isinstance(max_loop_iterations, int) or max_loop_iterations < 1):
             raise ValueError(f"max_loop_iterations must be a positive int or None, got {max_loop_iterations!r}")
+        if model_path is not None:
+            with open(model_path, "rb") as f:
+                model_content = f.read()
+        self._preserve = bool(experimental_preserve_all_tensors)
+        self._compress_zero_points = bool(experimental_compress_quantization_zero_points)
+        self._setup(read_model(bytes(model_content)), optimize and not self._preserve, threads)
+        self._executor.keep_values = self._preserve
+        self._executor.nonfinite_check = bool(nonfinite_check)
+        self._executor.strict_checkpoints = bool(strict_checkpoints)
         self._executor.max_loop_iterations = max_loop_iterations
-        self._main = self._program.functions[0] if self._program.functions else None
-        self._input_shapes = {}
-        self._tensors = {}
-        self._allocated = False
+
+    def _setup(self, program: Program, optimize: bool, threads: int):
+        self._program = program
+        self._executor = Executor(program, optimize=bool(optimize), num_threads=threads)
+        self._main = program.functions[0] if program.functions else None
+        self._input_shapes, self._tensors, self._allocated = {}, {}, False
 
     @classmethod
     def from_program(cls, program: Program, optimize=True, num_threads=None) -> "Interpreter":
         """An interpreter over an in-memory Program (no file), e.g. straight from tracing."""
         self = cls.__new__(cls)
-        self._program = program
-        self._executor = Executor(program, optimize=bool(optimize), num_threads=check_threads(num_threads))
-        self._main = program.functions[0] if program.functions else None
-        self._input_shapes, self._tensors, self._allocated = {}, {}, False
+        self._preserve, self._compress_zero_points = False, False
+        self._setup(program, optimize, check_threads(num_threads))
         return self
+
+    @property
+    def experimental_compress_quantization_zero_points(self) -> bool:
+        return self._compress_zero_points
+
+    def num_subgraphs(self) -> int:
+        return len(self._program.functions)
+
+    def reset_all_variables(self):
+        """As TensorFlow Lite's: resets the file's variable *tensors* (the pre-resource-variable kind,
+        which litetrain's reader does not create), and leaves resource variables, the state of
+        litetrain's and TensorFlow's training files, as they are. To start over, make a new
+        Interpreter of the file, or call its `restore` signature."""
+        return None
 
     # -- signatures -----------------------------------------------------------------------
     def get_signature_list(self):
@@ -188,7 +218,8 @@ class Interpreter:
         self._check_index(tensor_index)
         info = self._main.tensors[tensor_index]
         shape = self._input_shapes.get(tensor_index) or [1 if d is None else d for d in info.shape]
-        self._tensors[tensor_index] = coerce_input(value, info.dtype, tuple(shape), f"tensor {tensor_index} ({info.name})")
+        value = coerce_input(value, info.dtype, tuple(shape), f"tensor {tensor_index} ({info.name})")
+        self._tensors[tensor_index] = np.array(value)  # a copy, as TensorFlow Lite's set_tensor makes
 
     def invoke(self):
         if not self._allocated:
@@ -200,10 +231,36 @@ class Interpreter:
         self._tensors.update(zip(self._main.outputs, outs))
 
     def get_tensor(self, tensor_index, subgraph_index=0):
-        self._check_index(tensor_index)
-        if tensor_index not in self._tensors:
-            data = self._main.tensors[tensor_index].data
-            if data is None:
-                raise ValueError(f"tensor {tensor_index} has no value (only inputs, outputs and constants are kept)")
-            return np.array(data)
-        return np.array(self._tensors[tensor_index])
+        """A copy of a tensor's value: an input set, an output of the last invoke(), a constant, or,
+        with experimental_preserve_all_tensors, any tensor of the main subgraph."""
+        return np.array(self._value(tensor_index, subgraph_index))
+
+    def tensor(self, tensor_index):
+        """A function giving the tensor's current value without a copy (an input set with set_tensor
+        can be written through it before invoke(), as in TensorFlow Lite)."""
+        self._value(tensor_index, 0)
+        return lambda: self._value(tensor_index, 0)
+
+    def _value(self, tensor_index, subgraph_index):
+        if not isinstance(subgraph_index, (int, np.integer)) or not 0 <= subgraph_index < self.num_subgraphs():
+            raise ValueError(f"subgraph index {subgraph_index} is out of range [0, {self.num_subgraphs()})")
+        fn = self._program.functions[subgraph_index]
+        if not isinstance(tensor_index, (int, np.integer)) or not 0 <= tensor_index < len(fn.tensors):
+            raise ValueError(f"tensor index {tensor_index} is out of range [0, {len(fn.tensors)})")
+        if subgraph_index == 0 and tensor_index in self._tensors:
+            return self._tensors[tensor_index]
+        kept = self._executor.last_values.get(subgraph_index)
+        if kept is not None and kept[tensor_index] is not None:
+            return kept[tensor_index]
+        if fn.tensors[tensor_index].data is not None:
+            return fn.tensors[tensor_index].data
+        raise ValueError(f"tensor {tensor_index} ({fn.tensors[tensor_index].name}) has no value: only inputs, outputs "
+                         "and constants are kept (Interpreter(experimental_preserve_all_tensors=True) keeps all)")
+
+    def get_tensor_details(self, subgraph_index=0):
+        """Name, index, shape, dtype and quantization of every named tensor of a subgraph."""
+        if not isinstance(subgraph_index, (int, np.integer)) or not 0 <= subgraph_index < self.num_subgraphs():
+            raise ValueError(f"subgraph index {subgraph_index} is out of range [0, {self.num_subgraphs()})")
+        fn = self._program.functions[subgraph_index]
+        return [_details(fn, i, self._input_shapes.get(i) if subgraph_index == 0 else None)
+                for i, t in enumerate(fn.tensors) if t.name]

@@ -40,9 +40,9 @@ class Plan:
         self.bound = None  # the steps as closures, made by the executor at the first run (None again after a change)
 
 
-def build_plan(program: Program, index: int, shapes, optimize: bool = True) -> Plan:
+def build_plan(program: Program, index: int, shapes, optimize: bool = True, free: bool = True) -> Plan:
     """The plan of function `index` for inputs of `shapes` (a tuple; None for an input whose shape
-    is not known, a resource handle say)."""
+    is not known, a resource handle say). `free=False` keeps every value to the end of the run."""
     fn = program.functions[index]
     infos = [TensorInfo(t.name, t.dtype, tuple(t.shape), t.data) for t in fn.tensors]
     for i, shape in zip(fn.inputs, shapes):
@@ -51,7 +51,7 @@ def build_plan(program: Program, index: int, shapes, optimize: bool = True) -> P
     nodes = _specialise(fn, infos) if optimize else [Node(n, [None if i < 0 else infos[i] for i in n.inputs],
                                                           [infos[o] for o in n.outputs]) for n in fn.nodes]
     steps = fusion.apply(nodes, fn, infos) if optimize else [step_of_node(n, infos) for n in nodes]
-    steps = _with_frees(steps, fn, infos)
+    steps = _with_frees(steps, fn, infos) if free else [s[:4] + ((),) + s[5:] for s in steps]
     if optimize:
         steps = inplace.mark(steps, fn, infos)
     template = [info.data for info in infos]
