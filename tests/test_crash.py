@@ -137,8 +137,9 @@ def test_restore_of_a_torn_checkpoint_changes_nothing_and_says_so(tmp_path):
         f.write(data[:-5])  # as if the last write never reached the disk
     interp.get_signature_runner("train")(**dict(zip("xy", models.batch(0))))
     before = interp.get_variables()
-    with pytest.raises(lt.ExecutionError, match="CheckpointError: .* is corrupt or torn"):
+    with pytest.raises(lt.CheckpointError, match="is corrupt or torn") as err:  # an ExecutionError too
         interp.get_signature_runner("restore")(checkpoint_path=path)
+    assert isinstance(err.value, lt.ExecutionError) and str(path) in str(err.value)
     for k, v in interp.get_variables().items():
         assert v.tobytes() == before[k].tobytes()
 

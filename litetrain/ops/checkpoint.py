@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 
 import numpy as np
 
@@ -60,8 +61,19 @@ def save(path, tensors: dict, metadata: dict | None = None) -> None:
     head = json.dumps(header, separators=(",", ":")).encode()
     head += b" " * (-len(head) % 8)
     directory, base = os.path.split(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise CheckpointError(f"cannot write checkpoint {path!r}: the directory {directory!r} does not exist")
     _remove_stale_temporaries(directory, base)
     tmp = os.path.join(directory, f".{base}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    try:
+        _write(tmp, path, head, arrays)
+    except OSError as e:  # named by the user's path, not the temporary's
+        raise CheckpointError(f"cannot write checkpoint {path!r}: {e.strerror or e}") from None
+    _fsync_directory(directory)
+
+
+def _write(tmp, path, head, arrays):
+    """Write the checkpoint to `tmp`, flush it to the disk, and rename it to `path`."""
     try:
         with open(tmp, "xb") as f:
             f.write(len(head).to_bytes(8, "little"))
@@ -77,7 +89,6 @@ def save(path, tensors: dict, metadata: dict | None = None) -> None:
         except OSError:
             pass
         raise
-    _fsync_directory(directory)
 
 
 def _fsync_directory(directory: str) -> None:
@@ -139,11 +150,38 @@ def load_with_metadata(path, require_checksum: bool = False) -> tuple[dict, dict
     """(name -> array, the header's __metadata__); see `load`."""
     path = os.fspath(path)
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise CheckpointError(f"cannot read checkpoint {path!r}: {e.strerror or e}") from None
+        data = read_regular_file(path, MAX_CHECKPOINT_BYTES)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read checkpoint {path!r}: {getattr(e, 'strerror', None) or e}") from None
     return parse(data, path, require_checksum)
+
+
+MAX_CHECKPOINT_BYTES = 1 << 34  # 16 GiB: far above any on-device model's state, far below a sparse file's claim
+
+
+def read_regular_file(path, limit: int) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes; a FIFO, a device (/dev/zero) or a
+    directory is refused before anything is read (reading one could hang or never end)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO's open would wait for a writer
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("it is not a regular file")
+        if info.st_size > limit:
+            raise ValueError(f"it has {info.st_size:,} bytes, more than the {limit:,} allowed")
+        chunks, left = [], info.st_size + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 24))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+    finally:
+        os.close(fd)
+    if len(data) > info.st_size:
+        raise ValueError("it grew while being read")
+    return data
 
 
 def parse(data: bytes, path="checkpoint", require_checksum: bool = False) -> tuple[dict, dict]:
@@ -182,9 +220,11 @@ def parse(data: bytes, path="checkpoint", require_checksum: bool = False) -> tup
             raise CheckpointError(f"{path!r}: bad entry for {name!r}") from None
         if not begin <= end <= len(body):
             raise CheckpointError(f"{path!r}: entry {name!r} points outside the file")
-        count = 1
+        count, span = 1, 1
         for d in shape:
-            count *= d
+            count, span = count * d, span * max(d, 1)
+        if span * dtype.itemsize >= 1 << 62:  # NumPy refuses such a shape even with a zero in it
+            raise CheckpointError(f"{path!r}: entry {name!r} has shape {list(shape)}, too large for any array")
         if end - begin != count * dtype.itemsize:
             raise CheckpointError(f"{path!r}: entry {name!r} has {end - begin} bytes for shape {list(shape)}")
         entries.append((begin, end, name, dtype, shape))
@@ -204,8 +244,9 @@ def parse(data: bytes, path="checkpoint", require_checksum: bool = False) -> tup
 
 
 def _non_negative_int(value) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"{value!r} is not a non-negative integer")
+    """A dim or an offset of the header: an int in [0, 2**62) (a larger one describes no real array)."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 62:
+        raise ValueError(f"{value!r} is not a non-negative integer below 2**62")
     return value
 
 

@@ -47,9 +47,18 @@ defop("call_once", infer=lambda attrs, ins: [], kernel=lambda ctx, init_subgraph
 def _path_of(path_tensor) -> str:
     value = np.asarray(path_tensor, dtype=object).reshape(-1)
     if value.size != 1:
-        raise ValueError(f"checkpoint_path must be one string, got {value.size}")
+        raise checkpoint.CheckpointError(f"checkpoint_path must be one string, got {value.size}")
     v = value[0]
-    return v.decode() if isinstance(v, bytes) else str(v)
+    if isinstance(v, bytes):
+        try:
+            v = v.decode()
+        except UnicodeDecodeError:
+            raise checkpoint.CheckpointError("checkpoint_path is not UTF-8") from None
+    if not isinstance(v, str) or not v:
+        raise checkpoint.CheckpointError(f"checkpoint_path must be a non-empty string, got {v!r}")
+    if "\0" in v:
+        raise checkpoint.CheckpointError(f"checkpoint_path {v!r} contains a NUL character")
+    return v
 
 
 def _save_kernel(ctx, path, *values, names=()):

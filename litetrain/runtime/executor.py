@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import ops  # noqa: F401  (registers the op families whose kernels run)
 from ..core.ir import Program, format_shape, numpy_dtype
+from ..ops.checkpoint import CheckpointError
 from . import threads
 from .plan import Plan, build_plan
 from .bind import OutputCountError, bind_step
@@ -24,6 +25,11 @@ MAX_PLANS_PER_FUNCTION = 8  # input shapes remembered per function (the least re
 
 class ExecutionError(RuntimeError):
     """A kernel failed while running a signature; names the signature, the node and the op."""
+
+
+class CheckpointCallError(ExecutionError, CheckpointError):
+    """A save or restore signature refused a checkpoint or could not write one: an ExecutionError
+    (a call changed nothing) and a CheckpointError (lt.CheckpointError), naming the user's path."""
 
 
 class NonFiniteError(ExecutionError):
@@ -144,6 +150,8 @@ class Executor:
                 step(slots, call)
         except ExecutionError:
             raise
+        except CheckpointError as e:  # the user's file, not the model: said as it is, catchable as such
+            raise CheckpointCallError(f"{where or plan.function.name}: {e}") from None
         except Exception as e:
             raise self._failure(e, plan.steps[n] if n >= 0 else None, slots, plan, where) from e
         if self.keep_values:
@@ -232,6 +240,9 @@ def coerce_input(value, dtype: str, shape, what: str) -> np.ndarray:
     """Check one input against its spec (dtype exactly as TensorFlow Lite does, rank and known dims)."""
     if dtype == "string":
         arr = np.asarray(value, dtype=object)
+        if not all(isinstance(v, (str, bytes, np.str_, np.bytes_)) for v in arr.reshape(-1)):
+            bad = next(v for v in arr.reshape(-1) if not isinstance(v, (str, bytes, np.str_, np.bytes_)))
+            raise TypeError(f"{what}: expected strings, got {type(bad).__name__} {bad!r}")
     else:
         arr = np.asarray(value)
         want = numpy_dtype(dtype)

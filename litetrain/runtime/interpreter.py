@@ -10,9 +10,21 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.ir import Program, numpy_dtype
-from ..tflite import read_model
+from ..ops.checkpoint import read_regular_file
+from ..tflite import InvalidModelError, read_model
 from .executor import DEFAULT_MAX_LOOP_ITERATIONS, Executor, coerce_input
 from .threads import check_threads
+
+
+MAX_MODEL_BYTES = 1 << 31  # a FlatBuffer holds at most 2 GiB (larger files keep their data after it)
+
+
+def _read_model_file(path) -> bytes:
+    """A model file's bytes; a FIFO, a device or a file over MAX_MODEL_BYTES is refused unread."""
+    try:
+        return read_regular_file(path, MAX_MODEL_BYTES)
+    except ValueError as e:
+        raise InvalidModelError(f"{path}: {e}") from None
 
 
 class SignatureError(ValueError):
@@ -121,8 +133,7 @@ class Interpreter:
                                                 not isinstance(max_loop_iterations, int) or max_loop_iterations < 1):
             raise ValueError(f"max_loop_iterations must be a positive int or None, got {max_loop_iterations!r}")
         if model_path is not None:
-            with open(model_path, "rb") as f:
-                model_content = f.read()
+            model_content = _read_model_file(model_path)
         self._preserve = bool(experimental_preserve_all_tensors)
         self._compress_zero_points = bool(experimental_compress_quantization_zero_points)
         self._setup(read_model(bytes(model_content)), optimize and not self._preserve, threads)
