@@ -8,7 +8,7 @@ light and `import litetrain.ops` loads no file format and no application.
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from .core import VERSION as __version__
 
 # public name -> (module, attribute); attribute None: the module itself
 _PUBLIC = {

@@ -3,8 +3,10 @@ personalize), each with `add_command(subparsers)` and `run_command(args) -> exit
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from ..core import VERSION
 from . import demo, inspect, make_trainable, personalize
 
 COMMANDS = {"demo": demo, "inspect": inspect, "make-trainable": make_trainable, "personalize": personalize}
@@ -12,6 +14,7 @@ COMMANDS = {"demo": demo, "inspect": inspect, "make-trainable": make_trainable, 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="litetrain", description="On-device training from one .tflite file.")
+    parser.add_argument("--version", action="version", version=f"litetrain {VERSION}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     for module in COMMANDS.values():
@@ -21,7 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return COMMANDS[args.command].run_command(args)
+    try:
+        return COMMANDS[args.command].run_command(args)
+    except BrokenPipeError:  # the reader went away (`litetrain inspect m.tflite | head`): not an error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

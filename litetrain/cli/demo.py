@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ..apps.demo import Protocol, format_results, run_demo
@@ -33,11 +34,18 @@ def add_command(commands) -> None:
 
 
 def run_command(args) -> int:
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        print(f"litetrain demo: --out {args.out} is a file; give a directory (it is created if missing)",
+              file=sys.stderr)
+        return 2
     try:
         results = run_demo(epochs=args.epochs, batch_size=args.batch_size, out_dir=args.out,
                            reference=not args.no_reference, progress=not args.quiet)
     except DataError as e:
         print(f"litetrain demo: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"litetrain demo: cannot write to {args.out}: {e.strerror or e}", file=sys.stderr)
         return 2
     print(format_results(results))
     return 0

@@ -177,6 +177,14 @@ def _optimizer(optimizer, learning_rate):
     return table[str(optimizer).lower()](learning_rate=learning_rate)
 
 
+def _check_loss_fits(loss_name, output, info):
+    """A classification loss on an output of one value per example is a regression by mistake."""
+    classes = info.shape[-1] if info.shape else 1
+    if loss_name in ("sparse_categorical_crossentropy", "categorical_crossentropy") and classes == 1:
+        raise MakeTrainableError(f"output {output!r} has one value per example ({list(info.shape)}), but "
+                                 f"{loss_name} needs one per class; for a regression choose loss=mean_squared_error")
+
+
 def _label_spec(loss_name, out_info):
     shape = tuple(out_info.shape)
     if loss_name == "sparse_categorical_crossentropy":
@@ -349,6 +357,7 @@ def make_trainable(model, trainable="last:1", *, output=None, loss="sparse_categ
         last = fn.nodes[made_by[out_index]].op if out_index in made_by else None
         from_logits = last not in ("softmax", "logistic")
     loss_name = loss if isinstance(loss, str) else None
+    _check_loss_fits(loss_name, output, fn.tensors[out_index])
     loss_fn = _loss(loss, from_logits)
     label_spec = _label_spec(loss_name, fn.tensors[out_index])
     in_specs = {name: TensorSpec(fn.tensors[i].shape, fn.tensors[i].dtype) for name, i in sig.inputs.items()}

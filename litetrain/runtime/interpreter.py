@@ -12,7 +12,7 @@ import numpy as np
 from ..core.ir import Program, numpy_dtype
 from ..ops.checkpoint import read_regular_file
 from ..tflite import InvalidModelError, read_model
-from .executor import DEFAULT_MAX_LOOP_ITERATIONS, Executor, coerce_input
+from .executor import DEFAULT_MAX_LOOP_ITERATIONS, ExecutionError, Executor, coerce_input
 from .threads import check_threads
 
 
@@ -82,9 +82,25 @@ class SignatureRunner:
                 args.append(coerce_input(value, dtype, shape, f"signature {sig.key!r} input {name!r}"))
             except (TypeError, ValueError) as e:
                 raise SignatureError(str(e)) from None
-        return self._interpreter._executor.run_transaction(
-            sig.function, args, where=f"signature {sig.key!r}",
-            finish=lambda values: {name: _result(values[k]) for name, k in self._outputs})
+        try:
+            return self._interpreter._executor.run_transaction(
+                sig.function, args, where=f"signature {sig.key!r}",
+                finish=lambda values: {name: _result(values[k]) for name, k in self._outputs})
+        except ExecutionError as e:
+            hint = self._batch_hint(args)
+            if hint and type(e) is ExecutionError:
+                raise ExecutionError(f"{hint}; {e}") from e.__cause__
+            raise
+
+    def _batch_hint(self, args) -> str:
+        """When inputs whose first dim the signature leaves open disagree on it, the likely cause of a
+        failed call, said with the inputs' names."""
+        open_first = [(name, a.shape[0]) for (name, _, shape), a in zip(self._inputs, args)
+                      if shape and shape[0] is None and np.ndim(a)]
+        if len({n for _, n in open_first}) < 2:
+            return ""
+        listed = ", ".join(f"{name} {n}" for name, n in open_first)
+        return f"signature {self._sig.key!r}: the inputs have different batch sizes ({listed})"
 
     def get_input_details(self):
         return {k: _details(self._fn, i) for k, i in self._sig.inputs.items()}
@@ -183,7 +199,7 @@ class Interpreter:
         try:
             return SignatureRunner(self, signature_key)
         except KeyError as e:
-            raise ValueError(str(e).strip("'\"")) from None
+            raise ValueError(e.args[0] if e.args else str(e)) from None
 
     # -- variables (an extension: TensorFlow Lite has no public API for these) --------------
     def get_variables(self):

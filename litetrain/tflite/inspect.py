@@ -73,7 +73,7 @@ def inspect_model(source) -> dict:
         signatures.append(sig)
     if not signatures and model.SubgraphsLength():
         sg = model.Subgraphs(0)
-        signatures.append({"name": "serving_default (no SignatureDefs; subgraph 0)", "subgraph": 0,
+        signatures.append({"name": "serving_default (no SignatureDefs)", "subgraph": 0,
                            "inputs": [_tensor(sg, int(i)) for i in sg.InputsAsNumpy()],
                            "outputs": [_tensor(sg, int(i)) for i in sg.OutputsAsNumpy()]})
     variables = None

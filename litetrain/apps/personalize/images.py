@@ -48,7 +48,8 @@ def read_image(path, channels: int) -> np.ndarray:
             from skimage import io
             arr = io.imread(path)
     except ImportError:
-        raise PersonalizeError("reading image files needs Pillow or scikit-image; pass arrays instead") from None
+        raise PersonalizeError("reading image files needs Pillow or scikit-image: pip install \"litetrain[images]\" "
+                               "(or pip install pillow), or pass arrays instead") from None
     except Exception as e:
         raise PersonalizeError(f"cannot decode image {path!r}: {e}") from None
     if arr.ndim == 2:
