@@ -85,3 +85,38 @@ def test_a_checkpoint_with_an_impossible_shape_is_a_checkpoint_error(tmp_path, i
     path.write_bytes(len(header).to_bytes(8, "little") + header)
     with pytest.raises(lt.CheckpointError):
         interp.get_signature_runner("restore")(checkpoint_path=str(path))
+
+
+def test_a_tiny_tf_checkpoint_claiming_a_huge_tensor_is_refused_by_its_size(tmp_path):
+    """161 bytes that declare float32[16384, 16384] with one stored value (TensorFlow pads a short
+    value list with its last value): refused, not padded to 1 GiB."""
+    from litetrain.ops.tf import checkpoint as tf_checkpoint
+    from litetrain.ops.tf import proto
+    name, shape = "w", (16384, 16384)
+    full = b"".join(proto.bytes_field(1, b"") for _ in shape)
+    meta = proto.bytes_field(1, proto.bytes_field(1, name) + proto.bytes_field(2, proto.encode_shape(shape))
+                             + proto.varint_field(3, 1) + proto.bytes_field(4, full))
+    one_value = proto.bytes_field(5, np.float32(1.0).tobytes())  # float_val, packed: one value
+    data = proto.bytes_field(1, name) + proto.bytes_field(2, full) + proto.bytes_field(3, one_value)
+    table = tf_checkpoint.build_table([(tf_checkpoint.slice_key(name, 2), proto.bytes_field(2, data)),
+                                       (b"", proto.bytes_field(1, meta + proto.bytes_field(2, proto.varint_field(1, 1))))])
+    path = tmp_path / "tiny.ckpt"
+    path.write_bytes(table)
+    assert len(table) < 400
+    with pytest.raises(tf_checkpoint.TFCheckpointError, match="more than its file could hold"):
+        tf_checkpoint.read_slices(path)
+    with pytest.raises(tf_checkpoint.TFCheckpointError):  # a bad proto is the same error type, not ProtoError
+        tf_checkpoint.read_slices(_write(tmp_path / "junk.ckpt", table[:-60] + b"\xff" * 60))
+
+
+def _write(path, data):
+    path.write_bytes(data)
+    return path
+
+
+def test_a_pickle_with_a_dtype_code_numpy_would_parse_is_refused():
+    import pickle
+    from litetrain.apps.demo import data
+    stream = pickle.dumps(np.zeros(3, np.uint8), protocol=4).replace(b"u1", b",8")
+    with pytest.raises(data.DataError, match="unknown dtype code"):
+        data.parse_pickled_array(stream, np.uint8, (3,))

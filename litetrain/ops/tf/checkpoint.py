@@ -21,6 +21,7 @@ import tempfile
 
 import numpy as np
 
+from ..checkpoint import MAX_CHECKPOINT_BYTES, read_regular_file
 from . import proto
 from .proto import TF_DTYPE_CODES, TF_DTYPES
 
@@ -222,10 +223,9 @@ def _atomic_write(path: str, data: bytes) -> None:
 
 def _read(path: str) -> bytes:
     try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise TFCheckpointError(f"cannot read checkpoint {path!r}: {e.strerror or e}") from None
+        return read_regular_file(path, MAX_CHECKPOINT_BYTES)
+    except (OSError, ValueError) as e:
+        raise TFCheckpointError(f"cannot read checkpoint {path!r}: {getattr(e, 'strerror', None) or e}") from None
 
 
 def _numeric(name: str, value) -> np.ndarray:
@@ -257,6 +257,16 @@ def write_bundle(prefix, tensors: dict) -> None:
 def read_bundle(prefix, names=None) -> dict[str, np.ndarray]:
     """The tensors of a V2 checkpoint (all, or those in `names`), checking each CRC32C."""
     prefix = os.fspath(prefix)
+    try:
+        return _bundle(prefix, names)
+    except (proto.ProtoError, ValueError, OverflowError) as e:
+        if isinstance(e, TFCheckpointError):
+            raise
+        raise TFCheckpointError(f"{prefix}: {e}") from None
+
+
+def _bundle(prefix, names) -> dict[str, np.ndarray]:
+    """See read_bundle."""
     table = read_table(_read(prefix + ".index"), f"{prefix}.index")
     header = proto.by_number(table.get(b"", b""))
     if proto._one(header, 1, 0) != 1:
@@ -356,7 +366,17 @@ def write_slices(path, tensors: dict) -> None:
 def read_slices(path, names=None) -> dict[str, np.ndarray]:
     """The tensors of a V1 checkpoint (all, or those in `names`); only whole-tensor slices."""
     path = os.fspath(path)
-    table = read_table(_read(path), path)
+    data = _read(path)
+    try:
+        return _slices(read_table(data, path), path, names, 64 * len(data) + (1 << 20))
+    except (proto.ProtoError, ValueError, OverflowError) as e:
+        if isinstance(e, TFCheckpointError):
+            raise
+        raise TFCheckpointError(f"{path}: {e}") from None
+
+
+def _slices(table, path, names, max_bytes) -> dict[str, np.ndarray]:
+    """The tensors of a V1 checkpoint's table; a tensor over `max_bytes` is refused."""
     meta = proto.by_number(proto._one(proto.by_number(table.get(b"", b"")), 1, b""))
     wanted = None if names is None else set(names)
     out = {}
@@ -373,7 +393,7 @@ def read_slices(path, names=None) -> dict[str, np.ndarray]:
         if value is None:
             raise TFCheckpointError(f"{path}: tensor {name!r} is listed but its data is missing")
         saved = proto.by_number(proto._one(proto.by_number(value), 2, b""))
-        arr = proto.decode_tensor(proto._one(saved, 3, b""), dtype, shape)
+        arr = proto.decode_tensor(proto._one(saved, 3, b""), dtype, shape, max_bytes=max_bytes)
         if arr.dtype.name != dtype or arr.size != int(np.prod(shape, dtype=np.int64)):
             raise TFCheckpointError(f"{path}: tensor {name!r} holds {arr.dtype}{list(arr.shape)}, "
                                     f"its entry says {dtype}{list(shape)}")

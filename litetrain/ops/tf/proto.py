@@ -178,10 +178,11 @@ _VAL_FIELDS = {"float32": (5, "f"), "float64": (6, "d"), "int32": (7, "i"), "uin
                "float16": (13, "i"), "uint32": (16, "i"), "uint16": (7, "i")}
 
 
-def decode_tensor(buf: bytes, dtype: str | None = None, shape=None) -> np.ndarray:
+def decode_tensor(buf: bytes, dtype: str | None = None, shape=None, max_bytes: int | None = None) -> np.ndarray:
     """TensorProto -> ndarray (tensor_content, or the typed *_val fields with TensorFlow's rule that
     a shorter list is padded with its last value). `dtype` and `shape` stand in for the message's
-    own when it has none (as in V1 checkpoints, whose slices store only the values)."""
+    own when it has none (as in V1 checkpoints, whose slices store only the values). `max_bytes`
+    bounds the array a few stored values may be padded to (a hostile file's shape is refused)."""
     found = by_number(buf)
     code = _one(found, 1, 0)
     dtype = TF_DTYPES.get(code) if code else dtype
@@ -190,7 +191,12 @@ def decode_tensor(buf: bytes, dtype: str | None = None, shape=None) -> np.ndarra
     shape = decode_shape(_one(found, 2)) if 2 in found else tuple(shape or ())
     if None in shape:
         raise ProtoError("TensorProto with unknown dims")
-    n = int(np.prod(shape, dtype=np.int64))
+    n = 1
+    for d in shape:
+        n *= d
+    size = n * (8 if dtype == "string" else np.dtype(dtype).itemsize)
+    if max_bytes is not None and size > max_bytes:
+        raise ProtoError(f"a {dtype}{list(shape)} tensor would take {size:,} bytes, more than its file could hold")
     if dtype == "string":
         items = [bytes(v) for _, v in found.get(8, [])]
         if len(items) not in (n, 1) and not (n == 0 and not items):
