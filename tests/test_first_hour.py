@@ -96,3 +96,23 @@ def test_an_unknown_signature_is_named_with_balanced_quotes():
     with pytest.raises(ValueError) as err:
         lt.Interpreter(model_content=lt.convert(One(), ["f"])).get_signature_runner("nope")
     assert str(err.value) == "no signature 'nope'; the model has: 'f'"
+
+
+def test_the_demo_draws_its_loss_curve(tmp_path):
+    pytest.importorskip("matplotlib", reason="plots need the plot extra")
+    from litetrain.apps.demo.data import DataError, load_animal_mnist
+    try:
+        load_animal_mnist()
+    except DataError as e:
+        pytest.skip(str(e))
+    png = tmp_path / "loss.png"
+    out = cli("demo", "--out", str(tmp_path / "run"), "--epochs", "2", "--no-reference", "--quiet", "--plot", str(png))
+    assert out.returncode == 0, out.stderr
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(data[16:20], "big") == 600  # 6 inches at 100 dpi
+
+
+def test_personalize_create_defaults_to_a_pretrained_base_and_warns_about_an_untrained_one(tmp_path):
+    assert "mobilenet_v2 (the default)" in cli("personalize", "create", "--help").stdout
+    out = cli("personalize", "create", "--base", "mobilenet_v2-0.35", "--size", "32", "--out", str(tmp_path / "m.tflite"))
+    assert out.returncode == 0 and "is untrained" in out.stderr and "--base mobilenet_v2" in out.stderr

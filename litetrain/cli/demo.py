@@ -7,6 +7,7 @@ import sys
 
 from ..apps.demo import Protocol, format_results, run_demo
 from ..apps.demo.data import DataError
+from ..apps.plot import PlotError, per_epoch, save_curves
 
 
 def _positive(text):
@@ -31,6 +32,7 @@ def add_command(commands) -> None:
                       help="where to write the .tflite file and the checkpoint (default ./demo_out)")
     demo.add_argument("--no-reference", action="store_true", help="skip the PyTorch reference run")
     demo.add_argument("--quiet", action="store_true", help="no progress line")
+    demo.add_argument("--plot", metavar="PNG", help="also draw the loss per epoch (litetrain and PyTorch) into PNG")
 
 
 def run_command(args) -> int:
@@ -48,4 +50,15 @@ def run_command(args) -> int:
         print(f"litetrain demo: cannot write to {args.out}: {e.strerror or e}", file=sys.stderr)
         return 2
     print(format_results(results))
+    if args.plot:
+        steps = -(-results["train_examples"] // results["protocol"]["batch_size"])
+        try:
+            save_curves(args.plot, {"litetrain": per_epoch(results["losses"], steps),
+                                    "PyTorch": None if results["reference_losses"] is None else
+                                    per_epoch(results["reference_losses"], steps)},
+                        title="Animal MNIST MLP: training loss")
+        except PlotError as e:
+            print(f"litetrain demo: {e}", file=sys.stderr)
+            return 2
+        print(f"  loss plot               : {args.plot}")
     return 0

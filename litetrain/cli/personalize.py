@@ -9,6 +9,7 @@ import numpy as np
 
 from ..apps.personalize import base as personalize_base
 from ..apps.personalize import PersonalizeError, Personalizer
+from ..apps.plot import PlotError, save_curves
 from ..frontend.optim import Adam
 from ..ops import checkpoint
 from ..tflite import InvalidModelError
@@ -22,9 +23,10 @@ def add_command(commands) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION")
     sub.required = True
     c = sub.add_parser("create", help="write a personalization .tflite file")
-    c.add_argument("--base", default="mobilenet_v2-0.35",
-                   help="mobilenet_v2 | efficientnet_lite0 (pretrained on ImageNet; need torch and the weights' "
-                        "pip package) | mobilenet_v2-ALPHA (litetrain's untrained net; default mobilenet_v2-0.35)")
+    c.add_argument("--base", default="mobilenet_v2",
+                   help="mobilenet_v2 (the default) | efficientnet_lite0: pretrained on ImageNet, need torch and the "
+                        "weights' pip package | mobilenet_v2-ALPHA: litetrain's untrained net, for tests (its random "
+                        "features teach a head little)")
     c.add_argument("--size", type=int, default=None,
                    help="input pixels, square (default 224 for the pretrained bases, 96 otherwise)")
     c.add_argument("--head", default="softmax", help="softmax | mlp | mlp:HIDDEN (default softmax)")
@@ -51,6 +53,7 @@ def add_command(commands) -> None:
             a.add_argument("--learning-rate", type=float, default=None)
             a.add_argument("--finetune", action="store_true", help="also train the base's chosen weights")
             a.add_argument("--quiet", action="store_true")
+            a.add_argument("--plot", metavar="PNG", help="also draw the loss per epoch into PNG")
 
 
 def run_command(args) -> int:
@@ -61,6 +64,9 @@ def run_command(args) -> int:
                 finetune = int(finetune)
             elif finetune is not None and finetune not in ("bias", "biases", "trainable"):
                 finetune = [p for p in finetune.split(",") if p]
+            if args.base not in personalize_base.PRETRAINED_BASES:
+                print(f"litetrain personalize: warning: the base {args.base!r} is untrained: its features are random, "
+                      "so a head trained on them learns little; --base mobilenet_v2 is pretrained", file=sys.stderr)
             base = personalize_base.base_from_name(args.base, args.size)
             p = Personalizer.create(base, head=args.head, finetune=finetune,
                                     optimizer=Adam(args.learning_rate), path=args.out,
@@ -82,8 +88,11 @@ def run_command(args) -> int:
             print(f"removed {args.label!r}; classes: {[c for c in p.classes if c is not None]}")
         elif args.action == "train":
             report = None if args.quiet else (lambda e, n, loss: print(f"epoch {e}/{n}: loss {loss:.4f}"))
-            p.train(args.epochs, args.batch_size, args.learning_rate, finetune=args.finetune, progress=report)
+            history = p.train(args.epochs, args.batch_size, args.learning_rate, finetune=args.finetune, progress=report)
             p.save(args.state)
+            if args.plot:
+                save_curves(args.plot, {"loss": history}, title="personalization: training loss")
+                print(f"loss plot: {args.plot}")
         elif args.action == "predict":
             probs = p.predict_proba(args.images)
             for path, row in zip(args.images, probs):
@@ -92,6 +101,6 @@ def run_command(args) -> int:
         return 0
     except OSError as e:
         print(f"litetrain personalize: {e.filename}: {e.strerror or e}", file=sys.stderr)
-    except (PersonalizeError, InvalidModelError, checkpoint.CheckpointError) as e:
+    except (PersonalizeError, InvalidModelError, checkpoint.CheckpointError, PlotError) as e:
         print(f"litetrain personalize: {e}", file=sys.stderr)
     return 2
