@@ -29,7 +29,7 @@ import numpy as np
 
 from ..core.autodiff import gradients
 from ..core.ir import FLOAT_DTYPES, Function, Node, format_shape, numpy_dtype
-from ..core.registry import Builtin, defop
+from ..core.registry import Builtin, defop, get_op
 from ..core.subgraphs import BodyBuilder, before, copy_into, node_of, own_outputs, prune, unique_name
 from ..core.trace import Tensor, TraceError, _user_location, builder_of
 from .api import add, gather_nd, greater, reshape, sub, zeros_like
@@ -78,12 +78,31 @@ def _while_kernel(ctx, *loop_vars, cond_subgraph_index=0, body_subgraph_index=0)
     cond_where, body_where = f"{ctx.where} -> while condition {cond.name!r}", f"{ctx.where} -> while body {body.name!r}"
     values = list(loop_vars)
     _check_dtypes(body, values, "while body")
+    # a condition that is one comparison of loop values and constants (a loop's t < n) runs that op's
+    # kernel on them directly; where the kernel fails, the condition's function runs and names it
+    node = cond.nodes[0] if len(cond.nodes) == 1 else None
+    spots = {t: k for k, t in enumerate(cond.inputs)}
+    direct = node is not None and node.op in ("less", "less_equal", "greater", "greater_equal", "equal",
+                                              "not_equal") and list(node.outputs) == list(cond.outputs) and all(
+        i in spots or (i >= 0 and cond.tensors[i].data is not None) for i in node.inputs)
+    if direct:
+        compare, attrs = get_op(node.op).kernel, dict(node.attrs)
+        operands = [(spots.get(i), None if i in spots else np.asarray(cond.tensors[i].data)) for i in node.inputs]
     # a file's condition may never turn false: the executor bounds the iterations of one loop run
     limit = getattr(ctx.executor, "max_loop_iterations", None)
     iterations = 0
     while True:
-        c, = run(cond_subgraph_index, values, where=cond_where)
-        if not _truth(c, f"while condition {cond.name!r}"):
+        c = None
+        if direct:
+            try:
+                c = compare(*[data if k is None else values[k] for k, data in operands], **attrs)
+            except Exception:  # noqa: BLE001  (the condition's own call below reports it)
+                c = None
+        if c is None:
+            c, = run(cond_subgraph_index, values, where=cond_where)
+        if c.__class__ is not np.bool_:  # a comparison of scalars gives a NumPy bool
+            c = _truth(c, f"while condition {cond.name!r}")
+        if not c:
             return tuple(values)
         if limit is not None and iterations >= limit:
             raise RuntimeError(f"{ctx.where}: the while loop (body {body.name!r}) ran {limit:,} iterations and its "

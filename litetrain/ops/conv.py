@@ -16,13 +16,15 @@ training file runs on stock LiteRT, where TensorFlow's own converter needs Flex 
                the strided slice of the input the tap reads times the output gradient, summed.
 - transpose_conv: input gradient = CONV_2D; filter gradient = CONV_2D over transposed operands.
 
-Kernels use stride tricks with tensordot/matmul, or loop over kernel taps (never over pixels). The
-helpers at the end (windows, padding fits, the depthwise gradients) serve pool.py too. MediaPipe's
-custom transposed convolution with bias (Convolution2DTransposeBias) is at the very end.
+Kernels are matrix products (im2col, col2im) made a part of the batch at a time, or loop over taps
+(never over pixels). The helpers at the end (windows, padding fits, the depthwise gradients) serve
+pool.py too. MediaPipe's custom transposed convolution with bias (Convolution2DTransposeBias) is at
+the very end.
 """
 from __future__ import annotations
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from ..core.ir import FLOAT_DTYPES
 from ..core.registry import OPS, Builtin, Custom, defop
@@ -34,6 +36,7 @@ from .api import (batch_matmul, concat, conv_2d, depthwise_conv_2d, gather, grea
 
 PADDINGS = ("SAME", "VALID")
 CLAMPS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")  # the fused activations these TFLite kernels apply
+CACHED = 1 << 20  # bytes of im2col (or of col2im's products) made and used at once, so that they stay in cache
 
 
 CONV_ATTRS = {"padding": "SAME", "stride_w": 1, "stride_h": 1, "dilation_w_factor": 1, "dilation_h_factor": 1,
@@ -118,17 +121,10 @@ def _tap(xp, i, j, sh, sw, dh, dw, ho, wo):
     return xp[:, i * dh:i * dh + (ho - 1) * sh + 1:sh, j * dw:j * dw + (wo - 1) * sw + 1:sw, :]
 
 
-def _windows(xp, kh, kw, sh, sw, dh, dw, ho, wo):
-    """Every output pixel's window as a view [N, Ho, Wo, kh, kw, C] (im2col without copying)."""
-    n, _, _, c = xp.shape
-    s0, s1, s2, s3 = xp.strides
-    return np.lib.stride_tricks.as_strided(xp, (n, ho, wo, kh, kw, c), (s0, s1 * sh, s2 * sw, s1 * dh, s2 * dw, s3),
-                                           writeable=False)
-
-
 def _finish(y, b, x_dtype, activation):
-    if b is not None:
-        y = y + b
+    """y (a new array of the kernel's) plus the bias, added in place, with the fused clamp applied."""
+    if b is not None and np.any(b):
+        np.add(y, b, out=y)
     return fused(np.asarray(y, dtype=x_dtype), activation)
 
 
@@ -154,15 +150,41 @@ def _conv_infer(attrs, inputs):
 
 def _conv_kernel(x, w, b=None, padding="SAME", stride_w=1, stride_h=1, dilation_w_factor=1, dilation_h_factor=1,
                  fused_activation_function="NONE"):
+    """CONV_2D as one matrix product: the windows (im2col) times the filter."""
     o, kh, kw, c = w.shape
     sh, sw, dh, dw = stride_h, stride_w, dilation_h_factor, dilation_w_factor
-    xp, ho, wo = _prepare(x, kh, kw, sh, sw, dh, dw, padding)
-    n = x.shape[0]
-    if kh == kw == 1:
-        y = _tap(xp, 0, 0, sh, sw, dh, dw, ho, wo).reshape(-1, c) @ w.reshape(o, c).T
-    else:
-        y = np.tensordot(_windows(xp, kh, kw, sh, sw, dh, dw, ho, wo), w, axes=([3, 4, 5], [1, 2, 3]))
-    return _finish(y.reshape(n, ho, wo, o), b, x.dtype, fused_activation_function)
+    _, ho, wo = _prepare(x[:, :, :, :0], kh, kw, sh, sw, dh, dw, padding)  # refuses a hostile file's window
+    pt, pl = geometry(x.shape[1], kh, sh, dh, padding)[1], geometry(x.shape[2], kw, sw, dw, padding)[1]
+    y = np.empty((x.shape[0], ho, wo, o), np.result_type(x, w))
+    step = max(1, CACHED // max(1, ho * wo * kh * kw * c * y.itemsize))  # images per im2col
+    for k in range(0, x.shape[0], step):
+        cols = im2col(x[k:k + step], kh, kw, sh, sw, dh, dw, pt, pl, ho, wo)
+        np.dot(cols, w.reshape(o, -1).T, out=y[k:k + step].reshape(-1, o))
+    return _finish(y, b, x.dtype, fused_activation_function)
+
+
+def _span(size, out, stride, offset):
+    """The output positions [first, last) whose input position p * stride + offset is in [0, size), and first's."""
+    first = max(0, -(offset // stride))
+    return first, max(first, min(out, (size - 1 - offset) // stride + 1)), first * stride + offset
+
+
+def im2col(x, kh, kw, sh, sw, dh, dw, top, left, ho, wo):
+    """The windows as an [N*Ho*Wo, kh*kw*C] matrix (x's first pixel at (top, left) in the zero-padded input):
+    pixel-major, or with few channels and taps tap-major (the transpose of [kh*kw*C, N*Ho*Wo])."""
+    n, h, wd, c = x.shape
+    if kh == kw == sh == sw == 1 and top == left == 0:
+        return x.reshape(-1, c)
+    hn, wn = (ho - 1) * sh + (kh - 1) * dh + 1, (wo - 1) * sw + (kw - 1) * dw + 1  # the rows and columns read
+    xp = x[:, -top:hn - top, -left:wn - left]
+    if top > 0 or left > 0 or xp.shape[1:3] != (hn, wn):
+        xp = np.zeros((n, hn, wn, c), x.dtype)
+        xs = x[:, max(-top, 0):max(hn - top, 0), max(-left, 0):max(wn - left, 0)]  # the pixels read
+        xp[:, max(top, 0):max(top, 0) + xs.shape[1], max(left, 0):max(left, 0) + xs.shape[2]] = xs
+    view = sliding_window_view(xp, (hn - (ho - 1) * sh, wn - (wo - 1) * sw), (1, 2))[:, ::sh, ::sw, :, ::dh, ::dw]
+    if c < 8 and kh * kw <= ho * wo:
+        return np.ascontiguousarray(view.transpose(4, 5, 3, 0, 1, 2)).reshape(kh * kw * c, -1).T
+    return view.transpose(0, 1, 2, 4, 5, 3).reshape(n * ho * wo, -1)
 
 
 def _conv_vjp(inputs, outputs, grads, padding="SAME", stride_w=1, stride_h=1, dilation_w_factor=1,
@@ -218,26 +240,79 @@ def _depthwise_infer(attrs, inputs):
 
 
 def _depthwise_kernel(x, w, b=None, padding="SAME", stride_w=1, stride_h=1, depth_multiplier=1,
-                      dilation_w_factor=1, dilation_h_factor=1, fused_activation_function="NONE"):
+                      dilation_w_factor=1, dilation_h_factor=1, fused_activation_function="NONE", scratch=None):
+    """Each tap's products accumulated in place, in float32 when the operands are. The padded input is
+    split by the strides' phases into planes (one plane with stride 1) laid end to end in one flat
+    buffer, where a tap is a shift: its products run over long contiguous rows (the weights repeated
+    along them), a block of rows at a time so that the block stays in cache. Small images, where the
+    padding would be most of the work, take each tap's strided view instead. `scratch` (a dict a plan
+    keeps) holds the buffers between calls; the output is always a new array."""
+    n, h, wd, c = x.shape
     _, kh, kw, cm = w.shape
-    m = cm // x.shape[3]
+    m = cm // c
     sh, sw, dh, dw = stride_h, stride_w, dilation_h_factor, dilation_w_factor
-    xp, ho, wo = _prepare(x, kh, kw, sh, sw, dh, dw, padding)
-    if m > 1:
-        xp = np.repeat(xp, m, axis=3)  # channel c*M + m reads input channel c
-    if kh * kw <= ho * wo:  # loop over the kernel's taps
-        y = None
-        for i in range(kh):
-            for j in range(kw):
-                term = _tap(xp, i, j, sh, sw, dh, dw, ho, wo) * w[0, i, j]
-                y = term if y is None else np.add(y, term, out=y)
-    else:  # a filter larger than the output (gradient graphs): loop over the output pixels
-        y = np.empty((x.shape[0], ho, wo, cm), dtype=np.result_type(x, w))
-        for p in range(ho):
-            for q in range(wo):
-                win = xp[:, p * sh:p * sh + (kh - 1) * dh + 1:dh, q * sw:q * sw + (kw - 1) * dw + 1:dw, :]
-                y[:, p, q, :] = np.einsum("nhwc,hwc->nc", win, w[0])
-    return _finish(y, b, x.dtype, fused_activation_function)
+    dtype = np.result_type(x, w)
+    _prepare(x[:, :, :, :0], kh, kw, sh, sw, dh, dw, padding)  # refuses a hostile file's window (pads nothing)
+    (ho, pt, _), (wo, pl, _) = geometry(h, kh, sh, dh, padding), geometry(wd, kw, sw, dw, padding)
+    hq, wq = ho + (kh - 1) * dh // sh, wo + (kw - 1) * dw // sw  # a plane: every tap's pixels in range
+    phases = sorted({(i * dh % sh, j * dw % sw) for i in range(kh) for j in range(kw)})
+    scratch = {} if scratch is None else scratch
+    if 0 < 2 * hq * wq <= 3 * ho * wo:
+        period = cm * max(1, 4096 // cm)  # a row of products: whole pixels, the weights repeated along it
+        plane, block = n * hq * wq * cm, max(1, (1 << 16) // period)
+        rows = -(-plane // period)
+        if scratch.get("for") != (x.shape, w.shape, padding, sh, sw, dh, dw, dtype):  # zero padding kept
+            scratch.clear()
+            scratch.update({"for": (x.shape, w.shape, padding, sh, sw, dh, dw, dtype),
+                            "flat": np.zeros(len(phases) * plane + rows * period + (hq * wq + wq) * cm, dtype),
+                            "y": np.empty((rows, period), dtype), "term": np.empty((min(block, rows), period), dtype)})
+        flat, y, term = scratch["flat"], scratch["y"], scratch["term"]
+        for k, (a, e) in enumerate(phases):  # plane k: padded rows a, a + sh, ... and columns e, e + sw, ...
+            (r0, r1), (s0, s1) = [(max(0, -(-(p - o) // s)), min(q, -(-(p - o + size) // s)))
+                                  for p, o, s, q, size in ((pt, a, sh, hq, h), (pl, e, sw, wq, wd))]
+            into = flat[k * plane:(k + 1) * plane].reshape(n, hq, wq, c, m)[:, r0:r1, s0:s1]
+            seen = x[:, r0 * sh + a - pt::sh, s0 * sw + e - pl::sw][:, :r1 - r0, :s1 - s0]
+            if m > 1:
+                into[...] = seen[..., None]  # channel c*M + k reads input channel c
+            else:
+                into[..., 0] = seen
+        wide = np.tile(w[0].astype(dtype, copy=False), (1, 1, period // cm))
+        shifts = [(i, j, phases.index((i * dh % sh, j * dw % sw)) * plane + (i * dh // sh * wq + j * dw // sw) * cm)
+                  for i in range(kh) for j in range(kw)]
+        for a in range(0, rows, block):
+            e = min(rows, a + block)
+            into, part = y[a:e], term[:e - a]
+            for i, j, shift in shifts:
+                seen = flat[shift + a * period:shift + e * period].reshape(e - a, period)
+                np.multiply(seen, wide[i, j], out=part if i or j else into)
+                if i or j:
+                    np.add(into, part, out=into)
+        y = y.reshape(-1)[:plane].reshape(n, hq, wq, cm)[:, :ho, :wo]
+    else:
+        xp, ho, wo = _prepare(np.repeat(x, m, axis=3) if m > 1 else x, kh, kw, sh, sw, dh, dw, padding)
+        y = np.empty((n, ho, wo, cm), dtype)
+        if kh * kw > ho * wo:  # a filter larger than the output (gradient graphs): loop over the output pixels
+            for p in range(ho):
+                for q in range(wo):
+                    win = xp[:, p * sh:p * sh + (kh - 1) * dh + 1:dh, q * sw:q * sw + (kw - 1) * dw + 1:dw, :]
+                    y[:, p, q, :] = np.einsum("nhwc,hwc->nc", win, w[0])
+        else:
+            wide = np.repeat(w[0].astype(dtype, copy=False)[:, :, None, :], wo, axis=2)  # [kh, kw, Wo, C*M]
+            if scratch.get("for") != (y.shape, dtype):
+                scratch.clear()
+                scratch.update({"for": (y.shape, dtype), "term": np.empty_like(y)})
+            term = scratch["term"]
+            for i in range(kh):
+                for j in range(kw):
+                    np.multiply(_tap(xp, i, j, sh, sw, dh, dw, ho, wo), wide[i, j], out=term if i or j else y)
+                    if i or j:
+                        np.add(y, term, out=y)
+    out = np.empty((n, ho, wo, cm), dtype)
+    if b is not None and np.any(b):
+        np.add(y, b, out=out)
+    else:
+        np.copyto(out, y)
+    return _finish(out, None, x.dtype, fused_activation_function)
 
 
 def _depthwise_vjp(inputs, outputs, grads, padding="SAME", stride_w=1, stride_h=1, depth_multiplier=1,
@@ -288,21 +363,22 @@ def _tconv_infer(attrs, inputs):
 
 def _tconv_kernel(output_shape, w, x, b=None, padding="SAME", stride_w=1, stride_h=1,
                   fused_activation_function="NONE"):
+    """TRANSPOSE_CONV as a matrix product per filter tap, each tap's products added where they land (col2im)."""
     n, h, wd, o = [int(d) for d in np.asarray(output_shape).reshape(-1)]
-    _, kh, kw, i = w.shape
-    _, hi, wi, _ = x.shape
+    (_, kh, kw, i), (_, hi, wi, _), sh, sw = w.shape, x.shape, stride_h, stride_w
     if o != w.shape[0] or n != x.shape[0]:
         raise ValueError(f"output_shape {[n, h, wd, o]} does not fit filter {list(w.shape)} and input {list(x.shape)}")
-    _, pt, _ = geometry(h, kh, stride_h, 1, padding)
-    _, pl, _ = geometry(wd, kw, stride_w, 1, padding)
-    # every input pixel times the whole filter, then each tap added at its strided place
-    cols = (x.reshape(-1, i) @ w.transpose(3, 1, 2, 0).reshape(i, kh * kw * o)).reshape(n, hi, wi, kh, kw, o)
-    hp, wp = max((hi - 1) * stride_h + kh, pt + h), max((wi - 1) * stride_w + kw, pl + wd)
-    y = np.zeros((n, hp, wp, o), dtype=np.result_type(x, w))
-    for a in range(kh):
-        for c in range(kw):
-            y[:, a:a + (hi - 1) * stride_h + 1:stride_h, c:c + (wi - 1) * stride_w + 1:stride_w, :] += cols[:, :, :, a, c]
-    return _finish(y[:, pt:pt + h, pl:pl + wd, :], b, x.dtype, fused_activation_function)
+    pt, pl = geometry(h, kh, sh, 1, padding)[1], geometry(wd, kw, sw, 1, padding)[1]
+    y = np.zeros((n, h, wd, o), dtype=np.result_type(x, w))
+    step = max(1, CACHED // max(1, hi * wi * kh * kw * o * y.itemsize))  # images per product
+    for k in range(0, n, step):
+        taps = np.matmul(x[k:k + step].reshape(-1, i), w.transpose(1, 2, 3, 0).reshape(kh * kw, i, o))
+        for a, c in np.ndindex(kh, kw):
+            (p0, p1, r), (q0, q1, s) = _span(h, hi, sh, a - pt), _span(wd, wi, sw, c - pl)
+            into = y[k:k + step, r:r + (p1 - p0 - 1) * sh + 1:sh, s:s + (q1 - q0 - 1) * sw + 1:sw]
+            if p1 > p0 and q1 > q0:
+                np.add(into, taps[a * kw + c].reshape(-1, hi, wi, o)[:, p0:p1, q0:q1], out=into)
+    return _finish(y, b, x.dtype, fused_activation_function)
 
 
 def _tconv_vjp(inputs, outputs, grads, padding="SAME", stride_w=1, stride_h=1, fused_activation_function="NONE"):

@@ -112,15 +112,18 @@ def clamped_starts(operand_shape, update_shape, start):
 
 
 def _dus_kernel(operand, update, start, out=None):
-    start = np.asarray(start).reshape(-1)
-    if update.ndim != operand.ndim or start.size != operand.ndim:
+    start = start.tolist() if type(start) is np.ndarray and start.ndim == 1 else np.asarray(start).reshape(-1).tolist()
+    if update.ndim != operand.ndim or len(start) != operand.ndim:
         raise ValueError(f"operand {list(operand.shape)}, update {list(update.shape)} and "
-                         f"{start.size} start indices do not agree in rank")
-    if any(u > o for u, o in zip(update.shape, operand.shape)):
-        raise ValueError(f"update {list(update.shape)} is larger than operand {list(operand.shape)}")
-    begin = clamped_starts(operand.shape, update.shape, start)
+                         f"{len(start)} start indices do not agree in rank")
+    window = []
+    for s, o, u in zip(start, operand.shape, update.shape):
+        if u > o:
+            raise ValueError(f"update {list(update.shape)} is larger than operand {list(operand.shape)}")
+        b = min(max(int(s), 0), o - u)  # clamped as TFLite (and XLA) clamp: clamped_starts
+        window.append(slice(b, b + u))
     out = operand.copy() if out is None else out  # out: the operand itself, when the runtime gives it
-    out[tuple(slice(b, b + u) for b, u in zip(begin, update.shape))] = update
+    out[tuple(window)] = update
     return out
 
 
@@ -168,6 +171,11 @@ def _gather_nd_infer(attrs, inputs):
 
 def _gather_nd_kernel(params, idx):
     depth = idx.shape[-1]
+    if idx.ndim == 1 and 0 < depth <= params.ndim:  # one index: a slot of a tensor list, a row
+        at = idx.tolist()
+        if any(not 0 <= i < n for i, n in zip(at, params.shape)):
+            raise IndexError(f"gather_nd index {at} is out of range for params {list(params.shape)}")
+        return params[tuple(at) + (Ellipsis,)].copy()
     flat = idx.reshape(-1, depth)
     bounds = np.asarray(params.shape[:depth])
     if flat.size and ((flat < 0).any() or (flat >= bounds).any()):

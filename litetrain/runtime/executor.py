@@ -128,7 +128,7 @@ class Executor:
             if len(plans) >= MAX_PLANS_PER_FUNCTION:
                 plans.pop(next(iter(plans)))
             plan = plans[shapes] = build_plan(self.program, index, shapes, self.optimize, free=not self.keep_values)
-        else:  # most recently used last
+        elif len(plans) > 1 and next(reversed(plans)) != shapes:  # most recently used last
             plans[shapes] = plans.pop(shapes)
         return plan
 
@@ -141,6 +141,7 @@ class Executor:
         slots = plan.template.copy()
         for i, value in zip(plan.inputs, args):
             slots[i] = value
+        value = None  # (holding the last argument would keep a step from writing into it)
         if donate:
             args.clear()
         call = _Call(self, where or plan.function.name)

@@ -11,9 +11,9 @@ from __future__ import annotations
 from ..steps import FUSED, step_of_node
 from .graph import Fused, Graph  # noqa: F401  (what a pattern returns)
 
-from . import activation, elementwise
+from . import activation, batchnorm, conv, depthwise, elementwise, lists, pool, recurrent
 
-PATTERNS = [activation]  # pattern modules, tried in order at every node
+PATTERNS = [activation, depthwise, pool, batchnorm, lists, recurrent, conv]  # pattern modules, tried in order at every node
 GENERIC = [elementwise]  # tried after every specific pattern has taken its nodes
 
 

@@ -2,8 +2,8 @@
 
 ops/activation.py writes them as SELECT_V2(GREATER(x, 0), g, ZEROS_LIKE(g)) and
 SELECT_V2(LOGICAL_AND(GREATER(x, 0), LESS(x, 6)), g, ZEROS_LIKE(g)): three or five steps, a mask
-or three and a tensor of zeros allocated each time. Fused: one mask, and g kept where it is on,
-written into g's own buffer when nothing else holds it (exactly SELECT_V2's values: g or +0).
+or three and a tensor of zeros allocated each time. Fused: one mask, and g's bits kept where it is
+on, written into g's own buffer when nothing else holds it (exactly SELECT_V2's values: g or +0).
 """
 from __future__ import annotations
 
@@ -62,21 +62,27 @@ def match(graph, k):
     return Fused(f"{kind} gradient", kernel, nodes, [x, g], [out], inplace=(1,))
 
 
-def _masked(g, off, out):
-    """g where `off` is False, +0 where it is True (into `out`, or a new array)."""
-    if out is None:
-        return np.where(off, np.zeros((), g.dtype), g)
-    np.copyto(out, np.zeros((), g.dtype), where=off)
-    return out
+_BITS = {2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def _masked(g, on, out):
+    """g where `on`, +0 elsewhere (into `out`, or a new array): g's bits and-ed with all ones or all
+    zeros, exactly SELECT_V2's values (NaN and -0 included) without a data-dependent branch."""
+    bits = _BITS[g.dtype.itemsize]
+    mask = on.view(np.uint8).astype(bits)
+    np.negative(mask, out=mask)  # 1 -> all ones, 0 -> 0
+    result = np.empty_like(g) if out is None else out
+    np.bitwise_and(g.view(bits), mask, out=result.view(bits))
+    return result
 
 
 def relu_grad(x, g, out=None):
     """SELECT_V2(x > 0, g, 0)."""
-    return _masked(g, np.logical_not(np.greater(x, 0)), out)
+    return _masked(g, np.greater(x, 0), out)
 
 
 def relu6_grad(x, g, out=None):
     """SELECT_V2(0 < x < 6, g, 0)."""
     on = np.greater(x, 0)
     np.logical_and(on, np.less(x, 6), out=on)
-    return _masked(g, np.logical_not(on, out=on), out)
+    return _masked(g, on, out)
