@@ -1,4 +1,5 @@
-"""Losses, averaged over the batch as Keras does: cross-entropies and mean squared error."""
+"""Losses, averaged over the batch as Keras does: cross-entropies, mean squared and absolute error, Huber and
+KL divergence."""
 from __future__ import annotations
 
 from .. import ops
@@ -63,3 +64,49 @@ def _log_probs(y_pred, from_logits):
         return ops.log_softmax(y_pred)
     p = ops.div(y_pred, ops.reduce_sum(y_pred, [-1], keepdims=True))
     return ops.log(_clip(p))
+
+
+# -- regression and distribution losses: Huber, mean absolute error, KL divergence -------------------------------
+def _mean_last(value):
+    return ops.reduce_mean(value, [-1]) if value.ndim > 1 else value
+
+
+class Huber(Loss):
+    """0.5 d^2 where |d| <= delta, else delta (|d| - 0.5 delta), with d = y_pred - y_true, averaged over
+    the last axis (Keras's Huber; torch.nn.HuberLoss(delta) with reduction="mean" for one feature axis)."""
+
+    def __init__(self, delta=1.0):
+        if delta <= 0:
+            raise ValueError(f"Huber's delta must be positive, got {delta}")
+        self.delta = float(delta)
+
+    def per_example(self, y_true, y_pred):
+        error = ops.abs_(ops.sub(y_pred, y_true))
+        quadratic = ops.minimum(error, self.delta)  # = error inside the band, delta outside
+        linear = ops.sub(error, quadratic)
+        return _mean_last(ops.add(ops.mul(ops.square(quadratic), 0.5), ops.mul(linear, self.delta)))
+
+
+class MeanAbsoluteError(Loss):
+    """|y_pred - y_true| averaged over the last axis (torch.nn.L1Loss)."""
+
+    def per_example(self, y_true, y_pred):
+        return _mean_last(ops.abs_(ops.sub(y_pred, y_true)))
+
+
+class KLDivergence(Loss):
+    """sum(y_true * log(y_true / y_pred)) over the last axis, both clipped to [1e-7, 1] as Keras does
+    (torch's kl_div(log(y_pred), y_true, reduction="batchmean") for probabilities away from 0). With
+    `from_logits`, y_pred are logits and log-softmax gives log(y_pred), unclipped."""
+
+    def __init__(self, from_logits=False):
+        self.from_logits = from_logits
+
+    def per_example(self, y_true, y_pred):
+        t = ops.minimum(ops.maximum(y_true, EPSILON), 1.0)
+        log_p = ops.log_softmax(y_pred) if self.from_logits else ops.log(ops.minimum(ops.maximum(y_pred, EPSILON), 1.0))
+        return ops.reduce_sum(ops.mul(t, ops.sub(ops.log(t), log_p)), [-1])
+
+
+MAE = MeanAbsoluteError
+KLD = KLDivergence

@@ -14,8 +14,8 @@ from .api import (abs_, add, arange, argmax, average_pool_2d, batch_matmul, broa
                   leaky_relu, less, less_equal, log, log_softmax, logical_and, logical_not, matmul, max_pool_2d,
                   maximum, minimum, mul, neg, not_equal, one_hot, ones_like, pad, pow_, random_uniform,
                   random_uniform_like, reduce_max, reduce_mean, reduce_min, reduce_prod, reduce_sum, relu, relu6,
-                  reshape, rsqrt, scatter_nd, shape_of, sigmoid, sign, sin, slice_, softmax, sqrt, square,
-                  squared_difference, squeeze, strided_slice, sub, tanh, tile, transpose, transpose_conv, where,
+                  reshape, resize_bilinear, resize_nearest_neighbor, rsqrt, scatter_nd, shape_of, sigmoid, sign, sin,
+                  slice_, softmax, sqrt, square, squared_difference, squeeze, strided_slice, sub, tanh, tile, transpose, transpose_conv, where,
                   zeros_like)
 from .control import cond, while_loop  # noqa: F401
 from .tensor_list import (check_at_most, list_from_tensor, list_read, list_reserve, list_stack,  # noqa: F401

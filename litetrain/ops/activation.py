@@ -1,4 +1,8 @@
-"""Activations: relu, relu6, logistic, tanh, gelu, hard_swish, leaky_relu and prelu (TensorFlow Lite semantics)."""
+"""Activations: relu, relu6, logistic, tanh, gelu, hard_swish, leaky_relu and prelu (TensorFlow Lite semantics).
+
+Activations without a builtin that every LiteRT kernel set has (silu/swish, softplus, mish, and elu:
+LiteRT's reference kernels lack ELU) are decompositions of these and the elementwise ops, in
+litetrain/frontend/nn/activations.py."""
 from __future__ import annotations
 
 import math
@@ -85,6 +89,7 @@ defop("hard_swish", infer=_float_same, kernel=_hard_swish_kernel, vjp=_hard_swis
 defop("leaky_relu", infer=_float_same, vjp=_leaky_relu_vjp, num_inputs=(1, 1), attrs={"alpha": 0.2},
       kernel=lambda x, alpha=0.2: np.where(x > 0, x, x * np.asarray(alpha, x.dtype)).astype(x.dtype, copy=False),
       tflite=Builtin("LEAKY_RELU", "LeakyReluOptions", {"alpha": "float"}))
+
 
 
 # -- PRELU ------------------------------------------------------------------------------------------------

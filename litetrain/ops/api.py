@@ -347,3 +347,22 @@ def random_uniform_like(x, seed=0, seed2=0):
     y = random_uniform(dims, seed, seed2)
     y.info.shape = tuple(x.shape)
     return y
+
+
+# -- resizing images ------------------------------------------------------------------------------------------
+def _resize(op, x, size, align_corners, half_pixel_centers):
+    fb = builder_of(x)
+    st = size if hasattr(size, "fb") else fb.const(np.asarray(size, np.int32))
+    return fb.emit(op, [x, st], {"align_corners": bool(align_corners), "half_pixel_centers": bool(half_pixel_centers)})
+
+
+def resize_bilinear(x, size, align_corners=False, half_pixel_centers=False):
+    """NHWC `x` resized to `size` (height, width) by bilinear interpolation. PyTorch's
+    `interpolate(mode="bilinear", align_corners=False)` is half_pixel_centers=True."""
+    return _resize("resize_bilinear", x, size, align_corners, half_pixel_centers)
+
+
+def resize_nearest_neighbor(x, size, align_corners=False, half_pixel_centers=False):
+    """NHWC `x` resized to `size` (height, width), each output pixel a copy of its nearest input pixel
+    (PyTorch's `interpolate(mode="nearest")` is the default: floor(out * in / size))."""
+    return _resize("resize_nearest_neighbor", x, size, align_corners, half_pixel_centers)

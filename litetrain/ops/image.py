@@ -1,4 +1,4 @@
-"""Image ops from real files: resize_bilinear and depth_to_space (TensorFlow Lite semantics)."""
+"""Image ops: resize_bilinear, resize_nearest_neighbor and depth_to_space (TensorFlow Lite semantics)."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +7,7 @@ from ..core.ir import FLOAT_DTYPES
 from ..core.registry import OPS, Builtin, defop
 from ..core.trace import builder_of
 from ._util import static_shape
-from .api import batch_matmul, reshape, transpose
+from .api import batch_matmul, reduce_sum, reshape, transpose
 
 
 # -- DEPTH_TO_SPACE (registered here unless the conv family already has it) ------------------------------------
@@ -102,4 +102,65 @@ def _resize_vjp(inputs, outputs, grads, align_corners=False, half_pixel_centers=
 defop("resize_bilinear", infer=_resize_infer, kernel=_resize_kernel, vjp=_resize_vjp,
       attrs={"align_corners": False, "half_pixel_centers": False}, num_inputs=(2, 2),
       tflite=Builtin("RESIZE_BILINEAR", "ResizeBilinearOptions",
+                     {"align_corners": "bool", "half_pixel_centers": "bool"}))
+
+
+# -- RESIZE_NEAREST_NEIGHBOR ------------------------------------------------------------------------------------
+def _nearest_infer(attrs, inputs):
+    x, size = inputs
+    if len(x.shape) != 4 or x.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"resize_nearest_neighbor takes a 4-D float input, got {x.dtype}{list(x.shape)}")
+    if size.dtype != "int32" or tuple(size.shape) not in ((2,), (None,)):
+        raise ValueError(f"size must be int32[2] (height, width), got {size.dtype}{list(size.shape)}")
+    hw = [int(v) for v in size.data] if size.data is not None else [None, None]
+    if any(v is not None and v < 1 for v in hw):
+        raise ValueError(f"size must be positive, got {hw}")
+    return [(x.dtype, (x.shape[0], hw[0], hw[1], x.shape[3]))]
+
+
+def _nearest_index(in_size, out_size, align_corners, half_pixel_centers):
+    """The input index each output position copies, as TFLite's reference kernel computes it."""
+    scale = np.float32((in_size - 1) / (out_size - 1) if align_corners and out_size > 1 else in_size / out_size)
+    pos = np.arange(out_size, dtype=np.float32) + np.float32(0.5 if half_pixel_centers else 0.0)
+    src = pos * scale
+    idx = np.floor(src + np.float32(0.5)) if align_corners else np.floor(src)  # (round half away from 0; src >= 0)
+    return np.clip(idx.astype(np.int64), 0, in_size - 1)
+
+
+def _nearest_kernel(x, size, align_corners=False, half_pixel_centers=False):
+    oh, ow = (int(v) for v in size)
+    rows = _nearest_index(x.shape[1], oh, align_corners, half_pixel_centers)
+    cols = _nearest_index(x.shape[2], ow, align_corners, half_pixel_centers)
+    return np.ascontiguousarray(x[:, rows][:, :, cols])
+
+
+def _nearest_vjp(inputs, outputs, grads, align_corners=False, half_pixel_centers=False):
+    """Each output copies one input pixel, so the input gradient sums the gradients of its copies: for
+    an integer upscaling (each pixel an s x t block) a reshape and a SUM, otherwise the same two
+    BATCH_MATMULs with constant 0/1 matrices as resize_bilinear's gradient."""
+    x = inputs[0]
+    n, h, w, c = x.shape
+    _, oh, ow, _ = outputs[0].shape
+    if None in (h, w, oh, ow, c):
+        raise NotImplementedError("the gradient of resize_nearest_neighbor needs static spatial sizes and channels")
+    rows = _nearest_index(h, oh, align_corners, half_pixel_centers)
+    cols = _nearest_index(w, ow, align_corners, half_pixel_centers)
+    g = grads[0]
+    if oh % h == 0 and ow % w == 0 and np.array_equal(rows, np.repeat(np.arange(h), oh // h)) \
+            and np.array_equal(cols, np.repeat(np.arange(w), ow // w)):
+        blocks = reshape(g, [-1, h, oh // h, w, ow // w, c])
+        return [reduce_sum(blocks, [2, 4]), None]
+    fb = builder_of(x)
+    ry = np.zeros((oh, h), np.float64)
+    ry[np.arange(oh), rows] = 1.0
+    rx = np.zeros((ow, w), np.float64)
+    rx[np.arange(ow), cols] = 1.0
+    g = transpose(g, [0, 3, 1, 2])  # [n, c, oh, ow]
+    g = batch_matmul(batch_matmul(g, fb.const(rx, x.dtype)), fb.const(ry, x.dtype), adj_x=True)  # [n, c, w, h]
+    return [transpose(g, [0, 3, 2, 1]), None]
+
+
+defop("resize_nearest_neighbor", infer=_nearest_infer, kernel=_nearest_kernel, vjp=_nearest_vjp,
+      attrs={"align_corners": False, "half_pixel_centers": False}, num_inputs=(2, 2),
+      tflite=Builtin("RESIZE_NEAREST_NEIGHBOR", "ResizeNearestNeighborOptions",
                      {"align_corners": "bool", "half_pixel_centers": "bool"}))

@@ -432,6 +432,10 @@ def _range_infer(attrs, inputs):
         raise ValueError(f"range takes int32, int64 or float32/64, got {dtype}")
     if any(t.shape not in ((), (1,)) for t in inputs):
         raise ValueError("start, limit and delta must be scalars")
+    if all(t.data is not None for t in inputs):  # constant bounds: a known length
+        s, l, d = (np.asarray(t.data).reshape(()) for t in inputs)
+        if d != 0:
+            return [(dtype, (max(0, int(np.ceil((l - s) / d))),))]
     return [(dtype, (None,))]
 
 

@@ -1,4 +1,5 @@
-"""Convolutional layers on NHWC images: Conv2D, DepthwiseConv2D, SeparableConv2D, pooling, padding.
+"""Convolutional layers on NHWC images: Conv2D, DepthwiseConv2D, SeparableConv2D, Conv2DTranspose,
+UpSampling2D, pooling, padding; and Conv1D on [batch, length, channels] sequences.
 
 Unnamed layers in a Sequential get Keras's names (conv2d, conv2d_1, depthwise_conv2d, max_pooling2d,
 ...). Kernels are stored in TensorFlow Lite's layouts, so they go into the file as they are: Conv2D's
@@ -15,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ... import ops
+from ...core.trace import builder_of
 from ..module import Param
 from .core import Layer, get_activation, glorot_uniform
 
@@ -196,3 +198,123 @@ class ZeroPadding2D(Layer):
 
     def __call__(self, x, training=False):
         return _pad(x, self.padding)
+
+
+class Conv1D(Layer):
+    """activation(conv1d(x, kernel) + bias) on [batch, length, channels]; kernel [filters, kernel_size, in].
+    Written as CONV_2D on the input seen as a 1-pixel-high image ([batch, 1, length, channels]).
+    `padding`: "valid", "same" (TFLite's SAME), "causal" (kernel_size - 1 zeros before, scaled by the
+    dilation: output t sees inputs up to t) or an int p (p zeros on each side, PyTorch's `padding=p`)."""
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", dilation_rate=1, activation=None,
+                 use_bias=True, input_channels=None, name=None):
+        super().__init__(name or "conv1d")
+        self.filters, self.kernel_size = int(filters), int(kernel_size)
+        self.strides, self.dilation_rate = int(strides), int(dilation_rate)
+        if min(self.kernel_size, self.strides, self.dilation_rate) < 1:
+            raise ValueError("kernel_size, strides and dilation_rate must be positive")
+        if isinstance(padding, str) and padding.lower() not in ("same", "valid", "causal"):
+            raise ValueError(f"padding must be 'same', 'valid', 'causal' or an int, got {padding!r}")
+        self.padding = padding.lower() if isinstance(padding, str) else int(padding)
+        self.activation = activation
+        self._act = get_activation(activation)
+        self.use_bias = use_bias
+        if input_channels is not None:
+            self.build(input_channels)
+
+    def build(self, channels):
+        k = self.kernel_size
+        self.kernel = Param(glorot_uniform(self.seed_for("kernel"), k * channels, k * self.filters,
+                                           (self.filters, k, channels)))
+        if self.use_bias:
+            self.bias = Param(np.zeros(self.filters, np.float32))
+
+    def __call__(self, x, training=False):
+        if x.ndim != 3 or x.shape[-1] is None:
+            raise ValueError(f"{self.path or 'Conv1D'}: expected [batch, length, channels] with known channels, "
+                             f"got {list(x.shape)}")
+        if "kernel" not in self.__dict__:
+            self.build(x.shape[-1])
+        image = ops.expand_dims(x, 1)
+        if self.padding == "causal" or not isinstance(self.padding, str):
+            before = (self.kernel_size - 1) * self.dilation_rate if self.padding == "causal" else self.padding
+            after = 0 if self.padding == "causal" else self.padding
+            if before or after:
+                image = ops.pad(image, [[0, 0], [0, 0], [before, after], [0, 0]])
+            padding = "VALID"
+        else:
+            padding = self.padding.upper()
+        kernel = builder_of(x).to_tensor(self.kernel)
+        kernel = ops.reshape(kernel, [self.filters, 1, self.kernel_size, kernel.shape[-1]])
+        y = ops.conv_2d(image, kernel, self.bias if self.use_bias else None, strides=(1, self.strides),
+                        padding=padding, dilations=(1, self.dilation_rate))
+        return self._act(ops.squeeze(y, [1]))
+
+
+class Conv2DTranspose(Layer):
+    """The transpose of a strided Conv2D (TRANSPOSE_CONV), upsampling NHWC images; kernel [filters, kh,
+    kw, in]. "valid": output (in - 1) * stride + kernel; "same": in * stride."""
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None, use_bias=True,
+                 input_channels=None, name=None):
+        super().__init__(name or "conv2d_transpose")
+        self.filters = int(filters)
+        self.kernel_size, self.strides = _pair(kernel_size, "kernel_size"), _pair(strides, "strides")
+        if padding.lower() not in ("same", "valid"):
+            raise ValueError(f"Conv2DTranspose padding must be 'same' or 'valid', got {padding!r}")
+        self.padding = padding.upper()
+        self.activation = activation
+        self._act = get_activation(activation)
+        self.use_bias = use_bias
+        if input_channels is not None:
+            self.build(input_channels)
+
+    def build(self, channels):
+        kh, kw = self.kernel_size
+        self.kernel = Param(glorot_uniform(self.seed_for("kernel"), kh * kw * channels, kh * kw * self.filters,
+                                           (self.filters, kh, kw, channels)))
+        if self.use_bias:
+            self.bias = Param(np.zeros(self.filters, np.float32))
+
+    def output_size(self, h, w):
+        (kh, kw), (sh, sw) = self.kernel_size, self.strides
+        if self.padding == "SAME":
+            return h * sh, w * sw
+        return (h - 1) * sh + kh, (w - 1) * sw + kw
+
+    def __call__(self, x, training=False):
+        c = _channels(self, x)
+        if x.shape[1] is None or x.shape[2] is None:
+            raise ValueError(f"{self.path or 'Conv2DTranspose'}: the input's height and width must be known, "
+                             f"got {list(x.shape)}")
+        if "kernel" not in self.__dict__:
+            self.build(c)
+        oh, ow = self.output_size(x.shape[1], x.shape[2])
+        batch = ops.slice_(ops.shape_of(x), [0], [1])
+        shape = ops.concat([batch, builder_of(x).const(np.int32([oh, ow, self.filters]))], 0)
+        y = ops.transpose_conv(shape, self.kernel, x, self.bias if self.use_bias else None, strides=self.strides,
+                               padding=self.padding, known_shape=[x.shape[0], oh, ow, self.filters])
+        return self._act(y)
+
+
+class UpSampling2D(Layer):
+    """Repeats each pixel `size` times along height and width ("nearest": RESIZE_NEAREST_NEIGHBOR) or
+    interpolates ("bilinear": RESIZE_BILINEAR with half-pixel centres, as Keras and PyTorch's
+    `Upsample(mode="bilinear")`). NHWC images with known height and width."""
+
+    def __init__(self, size=2, interpolation="nearest", name=None):
+        super().__init__(name or "up_sampling2d")
+        self.size = _pair(size, "size")
+        if interpolation not in ("nearest", "bilinear"):
+            raise ValueError(f"interpolation must be 'nearest' or 'bilinear', got {interpolation!r}")
+        self.interpolation = interpolation
+
+    def __call__(self, x, training=False):
+        _channels(self, x)
+        if x.shape[1] is None or x.shape[2] is None:
+            raise ValueError(f"{self.path or 'UpSampling2D'}: the input's height and width must be known, "
+                             f"got {list(x.shape)}")
+        size = [x.shape[1] * self.size[0], x.shape[2] * self.size[1]]
+        if self.interpolation == "nearest":
+            return ops.resize_nearest_neighbor(x, size)
+        return ops.resize_bilinear(x, size, half_pixel_centers=True)

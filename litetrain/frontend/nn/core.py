@@ -9,11 +9,15 @@ import numpy as np
 
 from ... import ops
 from ..module import Module, Param, default_name
+from .activations import elu, hard_sigmoid, mish, silu, softplus
 
 ACTIVATIONS = {
     None: lambda x: x, "linear": lambda x: x, "relu": ops.relu, "relu6": ops.relu6, "tanh": ops.tanh,
     "sigmoid": ops.sigmoid, "softmax": ops.softmax, "gelu": ops.gelu,
     "gelu_tanh": lambda x: ops.gelu(x, approximate=True),
+    "silu": silu, "swish": silu, "elu": elu, "softplus": softplus, "mish": mish,
+    "leaky_relu": ops.leaky_relu,  # negative slope 0.2 (Keras's); ops.leaky_relu(x, alpha) for another
+    "hard_swish": ops.hard_swish, "hard_sigmoid": hard_sigmoid,
 }
 
 

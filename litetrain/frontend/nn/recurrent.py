@@ -92,6 +92,14 @@ class Recurrent(Layer):
         return int(cap)
 
     def __call__(self, x, mask=None, training=False):
+        final, steps = self.run(x, mask)
+        if self.return_sequences:
+            return ops.transpose(list_stack(final[-1], steps), [1, 0, 2])
+        return final[1]
+
+    def run(self, x, mask=None, initial_state=None):
+        """The loop over time: (the while loop's final values [t, h, (c,) (outputs list)], the number of
+        steps). `initial_state`: [h] or [h, c] ([batch, units] each) instead of zeros."""
         if x.ndim != 3:
             raise TraceError(f"{self.path}: input must be [batch, time, features], got {x.shape}")
         if "kernel" not in self.__dict__:
@@ -114,7 +122,7 @@ class Recurrent(Layer):
         batch = ops.gather(shape, fb.const(np.int32(0)))
         zeros = ops.fill(ops.concat([ops.reshape(batch, [1]), fb.const(np.int32([self.units]))], 0), 0.0, self.dtype)
         zeros.info.shape = (x.shape[0], self.units)
-        state = [zeros] * self.state_size
+        state = list(initial_state) if initial_state is not None else [zeros] * self.state_size
         out = [list_reserve(zeros, cap)] if self.return_sequences else []
 
         def body(t, *vars_):
@@ -135,9 +143,7 @@ class Recurrent(Layer):
 
         final = while_loop(lambda t, *_: ops.less(t, steps), body, [fb.const(np.int32(0))] + state + out,
                            maximum_iterations=cap, name=type(self).__name__.lower())
-        if self.return_sequences:
-            return ops.transpose(list_stack(final[-1], steps), [1, 0, 2])
-        return final[1]
+        return final, steps
 
 
 class SimpleRNN(Recurrent):
@@ -173,8 +179,10 @@ class LSTM(Recurrent):
 
 class GRU(Recurrent):
     """Gates (z, r) = sigmoid(x W^T + b + h U^T + b_r); n = tanh(x W_n^T + b_n + r (h U_n^T + b_rn));
-    h' = (1 - z) n + z h. As torch.nn.GRU, with Keras's gate order (z, r, n)."""
+    h' = (1 - z) n + z h. As torch.nn.GRU, with Keras's gate order (z, r, n); `gate_blocks` says which
+    block of the weights holds z, r and n (PyTorch's own order, (r, z, n), is (1, 0, 2))."""
     gates = 3
+    gate_blocks = (0, 1, 2)
 
     def build(self, input_dim):
         super().build(input_dim)
@@ -183,9 +191,10 @@ class GRU(Recurrent):
     def cell(self, xw, h, c):
         hw = ops.fully_connected(h, self.recurrent_kernel, self.recurrent_bias)
         u = self.units
-        z = ops.sigmoid(ops.add(_gate(xw, 0, u), _gate(hw, 0, u)))
-        r = ops.sigmoid(ops.add(_gate(xw, 1, u), _gate(hw, 1, u)))
-        n = ops.tanh(ops.add(_gate(xw, 2, u), ops.mul(r, _gate(hw, 2, u))))
+        iz, ir, in_ = self.gate_blocks
+        z = ops.sigmoid(ops.add(_gate(xw, iz, u), _gate(hw, iz, u)))
+        r = ops.sigmoid(ops.add(_gate(xw, ir, u), _gate(hw, ir, u)))
+        n = ops.tanh(ops.add(_gate(xw, in_, u), ops.mul(r, _gate(hw, in_, u))))
         return ops.add(n, ops.mul(z, ops.sub(h, n))), None
 
 

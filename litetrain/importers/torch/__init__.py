@@ -31,9 +31,21 @@ statistics and is folded into the convolution before it (kernel and bias scaled 
 gradients still reach a trainable convolution). Dropout drops when `training=True` and a Param of
 its parent module trains (RANDOM_UNIFORM seeded by its module path); otherwise it is the identity.
 
-The batch size of `example_input` is not baked in: the module runs on any batch (views whose first
-size equals the example's batch follow the input's batch). Ops the importer does not know raise
-TorchImportError naming the aten op and the torch module that called it.
+Inputs and outputs. `example_input` is one tensor or a tuple of them (several inputs: `net(x, mask)`);
+float32, integer (token ids; torch's int64 becomes int32, and the signature may give int32 or int64)
+and boolean (masks) tensors. A model returning several tensors (a tuple, or nested tuples as
+nn.LSTM's (output, (h, c))) gives a tuple, flattened in order. A `torch.export.ExportedProgram` (e.g.
+read from a .pt2 file with torch.export.load) may be given instead of a module.
+
+The batch is not baked in: the model is exported with dim 0 of every input whose size is the first
+input's as one dynamic size (`dynamic_batch=True`; an example batch of 1 is repeated to 2 for the export,
+since torch.export fixes sizes of 1), so views that mix the batch with other dims (attention's
+[batch * heads, ...]) take it at run time. A model torch.export cannot export that way is exported with
+the example's shapes; then views whose first size equals the example's batch follow the input's batch.
+
+What is supported: `check_import(model, example_input)` (or `litetrain import-check model.pt2`) lists
+every aten op of a model as supported or not before anything is converted. Ops the importer does not
+know raise TorchImportError naming the aten op, the torch module that called it and what to do.
 """
 from __future__ import annotations
 
@@ -42,26 +54,30 @@ import numpy as np
 from ... import ops
 from ...frontend.module import Buffer, Module, Param
 from ...core.trace import builder_of
+from . import aten_conv, aten_nn, aten_rnn, aten_shape  # noqa: F401  (register their handlers)
 from .aten import HANDLERS, TorchImportError, _aten_name, _inplace, _module_of, _P, _shape, _V, _where
+from .coverage import ImportCheck, check_import, unsupported_message
+from .exporting import DTYPES as _DTYPES, examples as _examples, export
 
-__all__ = ["TorchImportError", "TorchModule", "from_torch"]
+__all__ = ["ImportCheck", "TorchImportError", "TorchModule", "check_import", "from_torch"]
 
 
 # -- the module --------------------------------------------------------------------------------------------
 class TorchModule(Module):
     """A torch model imported by `from_torch`; call it as `net(x, training=False)`."""
 
-    def __init__(self, exported, example_shape, channels_last, name=None):
+    def __init__(self, exported, examples, channels_last, batch, name=None):
         self.name = name
         self.channels_last = bool(channels_last)
         self._graph = exported.graph_module.graph
-        self._example_shape = tuple(example_shape)
+        self._examples = list(examples)          # (shape, dtype) of each input, as torch has them
+        self._batch = batch                      # the example's batch when exported with fixed sizes, else None
         self._torch_names: dict[str, str] = {}  # relative state name -> torch name
         self._layouts: dict[str, str] = {}      # relative state name -> "torch" | "ohwi" | "dw"
         self._params: dict[str, _P] = {}        # placeholder name -> _P
         self._consts: dict[str, np.ndarray] = {}
         self._folds: dict = {}                  # conv node -> the batch norm node it may absorb
-        self._input = None
+        self._inputs: list[str] = []            # the user inputs' placeholder names
 
     # mapping back to torch
     def torch_name(self, path: str) -> str:
@@ -96,19 +112,40 @@ class TorchModule(Module):
         return out
 
     # tracing
-    def __call__(self, x, training=False):
-        want = self._example_shape
-        if x.ndim != len(want) or any(a is not None and a != b for a, b in zip(x.shape[1:], self._input_dims())):
-            raise ValueError(f"{type(self).__name__} {self.path or ''}: expected input "
-                             f"[batch, {', '.join(map(str, self._input_dims()))}] "
-                             f"({'NHWC' if self.channels_last and len(want) == 4 else 'as torch'}), "
-                             f"got {list(x.shape)}")
-        ctx = _Trace(self, builder_of(x), bool(training))
-        return ctx.run(_V(x, nhwc=self.channels_last and x.ndim == 4))
+    def __call__(self, *inputs, training=False):
+        if len(inputs) != len(self._examples):
+            raise ValueError(f"{type(self).__name__} {self.path or ''}: the torch model takes {len(self._examples)} "
+                             f"input(s), got {len(inputs)}")
+        ctx = _Trace(self, builder_of(*inputs), bool(training))
+        return ctx.run([self._input_value(k, x) for k, x in enumerate(inputs)])
 
-    def _input_dims(self):
-        s = self._example_shape
-        return (s[2], s[3], s[1]) if self.channels_last and len(s) == 4 else tuple(s[1:])
+    def _input_value(self, k, x):
+        """Input k as the graph sees it: checked against the example, ids as int32, NHWC images flagged."""
+        shape, dtype = self._examples[k]
+        dims = self._input_dims(k)
+        label = "input" if len(self._examples) == 1 else f"input {k}"
+        what = f"{type(self).__name__} {self.path or ''}: {label}"
+        if x.ndim != len(shape) or any(a is not None and b is not None and a != b for a, b in zip(x.shape[1:], dims)):
+            layout = "NHWC" if self._nhwc_input(k) else "as torch"
+            raise ValueError(f"{type(self).__name__} {self.path or ''}: expected {label} [batch, "
+                             f"{', '.join(map(str, dims))}] ({layout}), got {list(x.shape)}")
+        if dtype == "float32" and x.dtype != "float32":
+            raise ValueError(f"{what} is float32 in the torch model, got {x.dtype}")
+        if dtype == "int32" and x.dtype not in ("int32", "int64"):
+            raise ValueError(f"{what} holds integers (torch {dtype.replace('32', '64')}), got {x.dtype}")
+        if dtype == "bool" and x.dtype != "bool":
+            raise ValueError(f"{what} is a boolean mask, got {x.dtype}")
+        if x.dtype == "int64":
+            x = ops.cast(x, "int32")
+        return _V(x, nhwc=self._nhwc_input(k))
+
+    def _nhwc_input(self, k):
+        shape, dtype = self._examples[k]
+        return self.channels_last and len(shape) == 4 and dtype == "float32"
+
+    def _input_dims(self, k=0):
+        s = self._examples[k][0]
+        return (s[2], s[3], s[1]) if self._nhwc_input(k) else tuple(s[1:])
 
 
 # -- tracing one call ----------------------------------------------------------------------------------------
@@ -117,14 +154,15 @@ class _Trace:
         self.m, self.fb, self.training = module, fb, training
         self.env: dict = {}
         self.done: set = set()
-        self.batch = module._example_shape[0]
+        self.batch = module._batch
 
-    def run(self, x):
+    def run(self, inputs):
         m = self.m
+        feeds = dict(zip(m._inputs, inputs))
         for node in m._graph.nodes:
             if node.op == "placeholder":
-                if node.name == m._input:
-                    self.env[node] = x
+                if node.name in feeds:
+                    self.env[node] = feeds[node.name]
                 elif node.name in m._params:
                     self.env[node] = m._params[node.name]
                 elif node.name in m._consts:
@@ -147,7 +185,7 @@ class _Trace:
                 if _inplace(node.target) and node.args and hasattr(node.args[0], "op"):
                     self.env[node.args[0]] = out
             elif node.op == "output":
-                outs = [self.output(self.env[n]) for n in node.args[0]]
+                outs = [self.output(self.resolve(n)) for n in node.args[0]]
                 return outs[0] if len(outs) == 1 else tuple(outs)
             else:
                 raise TorchImportError(f"unsupported graph node kind {node.op!r} ({node.name})")
@@ -160,6 +198,8 @@ class _Trace:
         return a
 
     def output(self, v):
+        if v is None or isinstance(v, (int, float, bool)) or hasattr(v, "fb"):  # (a size: an int32 scalar)
+            return v if hasattr(v, "fb") else self.fb.const(np.asarray(0 if v is None else v))
         if isinstance(v, _P):
             return self.torch(v)
         if self.m.channels_last and v.t.ndim == 4:
@@ -250,7 +290,8 @@ def _storage_layout(users):
     layouts = set()
     for u in users:
         if _aten_name(u.target) not in ("conv2d", "convolution") or len(u.args) < 2 or \
-                not hasattr(u.args[1], "users") or u.args[0] is u.args[1]:
+                not hasattr(u.args[1], "users") or u.args[0] is u.args[1] or \
+                (_aten_name(u.target) == "convolution" and len(u.args) > 6 and u.args[6]):  # (transposed)
             return "torch"
         w = u.args[1]
         shape = _shape(w)
@@ -265,78 +306,76 @@ def _storage_layout(users):
     return layouts.pop() if len(layouts) == 1 else "torch"
 
 
-def from_torch(model, example_input, *, trainable=None, channels_last=False, name=None) -> TorchModule:
-    """Import a torch.nn.Module (see the module docstring). `example_input` is one torch tensor (or
-    NumPy array) in torch's layout (NCHW for images), with the input's shape; its batch size is not
-    fixed."""
+def from_torch(model, example_input=None, *, trainable=None, channels_last=False, name=None,
+               dynamic_batch=True) -> TorchModule:
+    """Import a torch.nn.Module or a torch.export.ExportedProgram (see the module docstring).
+    `example_input` is one torch tensor (or NumPy array) in torch's layout (NCHW for images), or a tuple
+    of them for several inputs; an ExportedProgram needs none. The batch size is not fixed."""
     try:
         import torch
     except ImportError:
         raise ImportError("the torch importer needs PyTorch: pip install torch") from None
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"from_torch needs a torch.nn.Module, got {type(model).__name__}")
-    if isinstance(example_input, np.ndarray):
-        example_input = torch.from_numpy(example_input)
-    if not isinstance(example_input, torch.Tensor):
-        raise TypeError(f"example_input must be a torch tensor or NumPy array, got {type(example_input).__name__}")
-    if example_input.dtype != torch.float32:
-        raise TypeError(f"example_input must be float32, got {example_input.dtype}")
-    if channels_last and example_input.dim() != 4:
-        raise ValueError(f"channels_last=True is for 4-D image inputs; the example input has shape "
-                         f"{list(example_input.shape)}")
-    was_training = model.training
-    try:
-        exported = torch.export.export(model.eval(), (example_input,))
-    except Exception as e:
-        raise TorchImportError(f"torch.export could not export {type(model).__name__}: {e}") from e
-    finally:
-        model.train(was_training)
-    return _build(exported, tuple(example_input.shape), trainable, channels_last, name)
+    if isinstance(model, torch.export.ExportedProgram):
+        exported, batch = model, None
+        examples = [_placeholder_example(n) for n in _user_inputs(exported)]
+    else:
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"from_torch needs a torch.nn.Module or torch.export.ExportedProgram, got "
+                            f"{type(model).__name__}")
+        if example_input is None:
+            raise TypeError("from_torch needs example_input (a tensor, or a tuple of them) to export the model")
+        tensors = _examples(torch, example_input)
+        exported, batch = export(model, tensors, dynamic_batch)
+        examples = [(tuple(int(d) for d in t.shape), _DTYPES[str(t.dtype)]) for t in tensors]
+    if channels_last and not any(len(s) == 4 and d == "float32" for s, d in examples):
+        raise ValueError(f"channels_last=True is for 4-D image inputs; the example inputs have shapes "
+                         f"{[list(s) for s, _ in examples]}")
+    return _build(exported, examples, trainable, channels_last, name, batch)
 
 
-def _build(exported, example_shape, trainable, channels_last, name):
+def _user_inputs(exported):
+    from torch.export.graph_signature import InputKind
+    nodes = {n.name: n for n in exported.graph_module.graph.nodes}
+    return [nodes[s.arg.name] for s in exported.graph_signature.input_specs if s.kind == InputKind.USER_INPUT]
+
+
+def _placeholder_example(node):
+    val = node.meta.get("val")
+    shape = tuple(int(d) if str(d).lstrip("-").isdigit() else None for d in val.shape)
+    dtype = _DTYPES.get(str(val.dtype))
+    if dtype is None:
+        raise TorchImportError(f"input {node.name} is {val.dtype}; the importer takes float32, int64, int32 and "
+                               "bool inputs")
+    return shape, dtype
+
+
+def _build(exported, examples, trainable, channels_last, name, batch):
     from torch.export.graph_signature import InputKind
     graph = exported.graph_module.graph
-    net = TorchModule(exported, example_shape, channels_last, name)
+    net = TorchModule(exported, examples, channels_last, batch, name)
     nodes = {n.name: n for n in graph.nodes}
     unknown = [n for n in graph.nodes if n.op == "call_function" and _aten_name(n.target) not in HANDLERS]
     if unknown:
-        n = unknown[0]
-        others = sorted({str(u.target) for u in unknown[1:]} - {str(n.target)})
-        raise TorchImportError(f"the torch importer does not support {n.target} (called in {_where(n)})"
-                               + (f"; also unsupported: {others}" if others else ""))
+        raise TorchImportError(unsupported_message(unknown))
     state_dict = exported.state_dict
-    user_inputs = []
     param_names = [s.target for s in exported.graph_signature.input_specs if s.kind == InputKind.PARAMETER]
     is_trainable = _trainable_filter(trainable, param_names)
     for spec in exported.graph_signature.input_specs:
         node = nodes[spec.arg.name]
         if spec.kind == InputKind.USER_INPUT:
-            user_inputs.append(spec.arg.name)
+            net._inputs.append(spec.arg.name)
         elif spec.kind in (InputKind.PARAMETER, InputKind.BUFFER):
-            if not node.users:
-                continue
-            value = state_dict[spec.target] if spec.target in state_dict else exported.constants[spec.target]
-            value = value.detach().cpu().numpy()
-            if value.dtype != np.float32:
-                raise TorchImportError(f"{spec.target} is {value.dtype}; the importer takes float32 models")
-            layout = _storage_layout(list(node.users)) if value.ndim == 4 else "torch"
-            stored = value.transpose(0, 2, 3, 1) if layout == "ohwi" else \
-                value.transpose(1, 2, 3, 0) if layout == "dw" else value
-            rel = spec.target.replace(".", "/")
-            state = Param(np.ascontiguousarray(stored), trainable=is_trainable(spec.target)) \
-                if spec.kind == InputKind.PARAMETER else Buffer(np.ascontiguousarray(stored))
-            net.add_state(rel, state)
-            net._torch_names[rel], net._layouts[rel] = spec.target, layout
-            net._params[spec.arg.name] = _P(state, layout)
-        elif spec.kind in (InputKind.CONSTANT_TENSOR,):
+            if node.users:
+                value = state_dict[spec.target] if spec.target in state_dict else exported.constants[spec.target]
+                _add_state(net, spec, node, value.detach().cpu().numpy(), is_trainable)
+        elif spec.kind == InputKind.CONSTANT_TENSOR:
             value = exported.constants[spec.target]
             net._consts[spec.arg.name] = np.asarray(value.detach().cpu().numpy())
         else:
             raise TorchImportError(f"unsupported graph input {spec.arg.name} of kind {spec.kind}")
-    if len(user_inputs) != 1:
-        raise TorchImportError(f"the importer takes models with one tensor input; this one has {len(user_inputs)}")
-    net._input = user_inputs[0]
+    if len(net._inputs) != len(examples):
+        raise TorchImportError(f"the exported graph has {len(net._inputs)} tensor inputs, the examples "
+                               f"{len(examples)}: pass every tensor input (non-tensor arguments are fixed)")
     for node in graph.nodes:  # a convolution whose only user is a batch norm may absorb it
         if node.op == "call_function" and _aten_name(node.target) in ("conv2d", "convolution") \
                 and len(node.users) == 1:
@@ -345,3 +384,23 @@ def _build(exported, example_shape, trainable, channels_last, name):
                     and user.args[0] is node:
                 net._folds[node] = user
     return net
+
+
+def _add_state(net, spec, node, value, is_trainable):
+    """A parameter or buffer as a State (float32), or as a constant (integer and boolean buffers)."""
+    from torch.export.graph_signature import InputKind
+    if value.dtype in (np.int64, np.int32, np.bool_) and spec.kind == InputKind.BUFFER:
+        net._consts[spec.arg.name] = value.astype(np.int32) if value.dtype != np.bool_ else value
+        return
+    if value.dtype != np.float32:
+        raise TorchImportError(f"{spec.target} is {value.dtype}; the importer takes float32 models "
+                               "(model.float() converts one)")
+    layout = _storage_layout(list(node.users)) if value.ndim == 4 else "torch"
+    stored = value.transpose(0, 2, 3, 1) if layout == "ohwi" else \
+        value.transpose(1, 2, 3, 0) if layout == "dw" else value
+    rel = spec.target.replace(".", "/")
+    state = Param(np.ascontiguousarray(stored), trainable=is_trainable(spec.target)) \
+        if spec.kind == InputKind.PARAMETER else Buffer(np.ascontiguousarray(stored))
+    net.add_state(rel, state)
+    net._torch_names[rel], net._layouts[rel] = spec.target, layout
+    net._params[spec.arg.name] = _P(state, layout)
