@@ -1,5 +1,5 @@
 """The `litetrain` command line: one module per command (demo, inspect, make-trainable,
-personalize), each with `add_command(subparsers)` and `run_command(args) -> exit status`."""
+personalize, import-check), each with `add_command(subparsers)` and `run_command(args) -> exit status`."""
 from __future__ import annotations
 
 import argparse
@@ -7,9 +7,10 @@ import os
 import sys
 
 from ..core import VERSION
-from . import demo, inspect, make_trainable, personalize
+from . import demo, federate, import_check, inspect, make_trainable, personalize
 
-COMMANDS = {"demo": demo, "inspect": inspect, "make-trainable": make_trainable, "personalize": personalize}
+COMMANDS = {"demo": demo, "inspect": inspect, "make-trainable": make_trainable, "personalize": personalize,
+            "import-check": import_check, "federate": federate}
 
 
 def build_parser() -> argparse.ArgumentParser:

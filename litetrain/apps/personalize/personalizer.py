@@ -12,6 +12,7 @@ import numpy as np
 
 from ...ops import checkpoint
 from ...runtime.interpreter import Interpreter
+from ..continual.replay import reservoir_slots
 from .base import PersonalizeError, Preprocessing
 from .file import FORMAT, convert_personalization, read_metadata
 from .images import prepare_images
@@ -67,6 +68,7 @@ class Personalizer:
         self.classes = names + [None] * (int(self.meta["num_classes"]) - len(names))
         self._samples = _Samples()
         self._stale = False  # bottlenecks computed before the base changed
+        self._reservoir = None  # (capacity, rng, samples seen) once bound_samples was called
 
     @classmethod
     def create(cls, base, head="softmax", num_classes=1, optimizer=None, finetune=None, path=None,
@@ -161,12 +163,42 @@ class Personalizer:
         else:
             index = self.class_index(label)
             feats = self._load(x, batch_size)
+        self._keep(list(feats.astype(np.float32)), [index] * len(x), list(x) if self.can_finetune else None)
+        return sum(1 for y in self._samples.labels if y == index)
+
+    def bound_samples(self, capacity: int, seed=0) -> "Personalizer":
+        """Keep at most `capacity` samples, in the manner of a replay buffer: from now on the samples
+        kept are a reservoir sample of every sample added (each kept with the same chance,
+        litetrain.apps.continual.replay), so memory stays fixed however many are added. Samples
+        already held beyond the capacity are thinned the same way. (Not saved with `save`.)"""
+        if int(capacity) < 1:
+            raise PersonalizeError(f"capacity must be at least 1, got {capacity}")
+        s, self._samples = self._samples, _Samples()
+        self._reservoir = [int(capacity), np.random.default_rng(seed), 0]
+        self._keep(s.bottlenecks, s.labels, s.images if self.can_finetune else None)
+        return self
+
+    def _keep(self, bottlenecks, labels, images):
         s = self._samples
-        s.bottlenecks.extend(feats.astype(np.float32))
-        s.labels.extend([index] * len(x))
-        if self.can_finetune:
-            s.images.extend(x)
-        return sum(1 for y in s.labels if y == index)
+        if self._reservoir is None:
+            s.bottlenecks.extend(bottlenecks)
+            s.labels.extend(labels)
+            s.images.extend(images or [])
+            return
+        capacity, rng, seen = self._reservoir
+        for k, slot in enumerate(reservoir_slots(seen, len(labels), capacity, rng)):
+            if slot < 0:
+                continue
+            if slot == len(s.labels):
+                s.bottlenecks.append(bottlenecks[k])
+                s.labels.append(labels[k])
+                if images is not None:
+                    s.images.append(images[k])
+            else:
+                s.bottlenecks[slot], s.labels[slot] = bottlenecks[k], labels[k]
+                if images is not None:
+                    s.images[slot] = images[k]
+        self._reservoir[2] = seen + len(labels)
 
     @property
     def num_samples(self) -> int:
