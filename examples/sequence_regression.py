@@ -8,7 +8,7 @@ every call of the file's `train` signature) and predicts the year after each win
 LSTM(32) -> Dense(1) on values scaled by 1/100, trained with Adam on the mean squared error, on the
 years before 1920. It is then scored on every year from 1930 on, each predicted from the 30 years
 before it, against PyTorch's twin (same initial weights, same batches) and against persistence
-(next year = this year).
+(next year = this year). Without torch installed, the twin is skipped with a note.
 
     python examples/sequence_regression.py [--steps 300]
 """
@@ -99,8 +99,25 @@ def torch_twin(model: SunspotForecaster):
     return Twin()
 
 
+def torch_or_none():
+    """torch, or None when it is not installed (the PyTorch twin is then skipped, as `litetrain demo`
+    skips its reference)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+NO_TORCH = "skipped: PyTorch is not installed (pip install torch==2.13.0, or pip install '.[torch]')"
+
+
 def run(steps=300, seed=0, verbose=True):
-    import torch
+    """Train on the device and in PyTorch; returns a dict of losses, errors and times (the PyTorch
+    entries None, and `torch_note` saying why, when torch is not installed)."""
+    torch = torch_or_none()
+    if torch is None:
+        return _run(None, steps, seed, verbose)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small matrices: threads only contend
     try:
@@ -113,17 +130,19 @@ def _run(torch, steps, seed, verbose):
     years, values = load_sunspots()
     series = values / SCALE
     model = SunspotForecaster()
-    twin = torch_twin(model)
+    twin = torch_twin(model) if torch is not None else None
     data = lt.convert(model, signatures=["train", "infer"])
     interpreter = lt.Interpreter(model_content=data)
     train, infer = interpreter.get_signature_runner("train"), interpreter.get_signature_runner("infer")
-    opt = torch.optim.Adam(twin.parameters(), lr=model.optimizer.learning_rate)
+    opt = torch.optim.Adam(twin.parameters(), lr=model.optimizer.learning_rate) if torch is not None else None
     batches = training_batches(series[years < TRAIN_UNTIL], steps, seed=seed)
     ours, theirs, t_ours, t_theirs = [], [], 0.0, 0.0
     for x, y in batches:
         start = time.perf_counter()
         ours.append(float(train(x=x, y=y)["loss"]))
         t_ours += time.perf_counter() - start
+        if torch is None:
+            continue
         start = time.perf_counter()
         opt.zero_grad()
         loss = torch.nn.functional.mse_loss(twin(torch.from_numpy(x)), torch.from_numpy(y))
@@ -132,20 +151,34 @@ def _run(torch, steps, seed, verbose):
         t_theirs += time.perf_counter() - start
         theirs.append(loss.item())
     x, y, last = test_windows(years, series)
-    with torch.no_grad():
-        torch_pred = twin(torch.from_numpy(x)).numpy()
     rmse = lambda p: float(np.sqrt(np.mean((p - y) ** 2)) * SCALE)  # noqa: E731  (in sunspot numbers)
     result = {"steps": steps, "lengths": [b[0].shape[1] for b in batches], "losses": np.array(ours),
-              "torch_losses": np.array(theirs), "rmse": rmse(infer(x=x)["y"]), "torch_rmse": rmse(torch_pred),
-              "persistence_rmse": rmse(last), "test_years": len(y), "seconds": t_ours, "torch_seconds": t_theirs}
+              "torch_losses": None, "rmse": rmse(infer(x=x)["y"]), "torch_rmse": None,
+              "persistence_rmse": rmse(last), "test_years": len(y), "seconds": t_ours, "torch_seconds": None,
+              "torch_note": NO_TORCH}
+    if torch is not None:
+        with torch.no_grad():
+            torch_pred = twin(torch.from_numpy(x)).numpy()
+        result.update(torch_losses=np.array(theirs), torch_rmse=rmse(torch_pred), torch_seconds=t_theirs,
+                      torch_note=None)
     if verbose:
-        print(f"sunspots {years[0]}-{years[-1]}: {steps} steps on years before {TRAIN_UNTIL} (window lengths "
-              f"{min(result['lengths'])}-{max(result['lengths'])}); test: {len(y)} years from {TEST_FROM}")
-        print(f"{'':12}{'final loss':>12}{'test RMSE':>12}{'train time':>12}")
-        print(f"{'litetrain':12}{np.mean(ours[-20:]):12.5f}{result['rmse']:12.2f}{t_ours:11.1f}s")
-        print(f"{'PyTorch':12}{np.mean(theirs[-20:]):12.5f}{result['torch_rmse']:12.2f}{t_theirs:11.1f}s")
-        print(f"{'persistence':12}{'':12}{result['persistence_rmse']:12.2f}")
+        _report(result, years)
     return result
+
+
+def _report(result, years):
+    ours, theirs = result["losses"], result["torch_losses"]
+    print(f"sunspots {years[0]}-{years[-1]}: {result['steps']} steps on years before {TRAIN_UNTIL} (window "
+          f"lengths {min(result['lengths'])}-{max(result['lengths'])}); test: {result['test_years']} years "
+          f"from {TEST_FROM}")
+    print(f"{'':12}{'final loss':>12}{'test RMSE':>12}{'train time':>12}")
+    print(f"{'litetrain':12}{np.mean(ours[-20:]):12.5f}{result['rmse']:12.2f}{result['seconds']:11.1f}s")
+    if theirs is None:
+        print(f"{'PyTorch':12}{result['torch_note']}")
+    else:
+        print(f"{'PyTorch':12}{np.mean(theirs[-20:]):12.5f}{result['torch_rmse']:12.2f}"
+              f"{result['torch_seconds']:11.1f}s")
+    print(f"{'persistence':12}{'':12}{result['persistence_rmse']:12.2f}")
 
 
 if __name__ == "__main__":

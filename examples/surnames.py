@@ -9,7 +9,7 @@ Dense, trained with Adam on cross-entropy. Batches are padded to their own longe
 
 The PyTorch twin starts from the same weights (the GRU's gates reordered to PyTorch's layout),
 sees the same batches in the same order, and packs its padded sequences. Both are scored on the
-same held-out names.
+same held-out names. Without torch installed, the twin is skipped with a note.
 
     python examples/surnames.py [--epochs 12] [--cell GRU]
 """
@@ -125,9 +125,25 @@ def accuracy(logits, labels):
     return float(np.mean(np.argmax(logits, -1) == labels))
 
 
+def torch_or_none():
+    """torch, or None when it is not installed (the PyTorch twin is then skipped, as `litetrain demo`
+    skips its reference)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+NO_TORCH = "skipped: PyTorch is not installed (pip install torch==2.13.0, or pip install '.[torch]')"
+
+
 def run(epochs=12, cell="GRU", batch_size=64, seed=0, verbose=True):
-    """Train on the device and in PyTorch; returns a dict of losses, accuracies and times."""
-    import torch
+    """Train on the device and in PyTorch; returns a dict of losses, accuracies and times (the
+    PyTorch entries None, and `torch_note` saying why, when torch is not installed)."""
+    torch = torch_or_none()
+    if torch is None:
+        return _run(None, epochs, cell, batch_size, seed, verbose)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small matrices: threads only contend (timings are per step, like ours)
     try:
@@ -141,17 +157,19 @@ def _run(torch, epochs, cell, batch_size, seed, verbose):
     (train_names, train_labels), (test_names, test_labels) = split(names, labels, seed=seed)
     vocab = vocabulary(train_names)
     model = SurnameClassifier(len(vocab) + 1, len(languages), cell=cell)
-    twin = torch_twin(model)  # before conversion: the model's weights are the initial ones
+    twin = torch_twin(model) if torch is not None else None  # before conversion: the model's weights are the initial ones
     data = lt.convert(model, signatures=["train", "infer"])
     interpreter = lt.Interpreter(model_content=data)
     train, infer = interpreter.get_signature_runner("train"), interpreter.get_signature_runner("infer")
     steps = batches(train_names, train_labels, vocab, batch_size, epochs, seed=seed)
-    opt = torch.optim.Adam(twin.parameters(), lr=model.optimizer.learning_rate)
+    opt = torch.optim.Adam(twin.parameters(), lr=model.optimizer.learning_rate) if torch is not None else None
     ours, theirs, t_ours, t_theirs = [], [], 0.0, 0.0
     for ids, lengths, y in steps:
         start = time.perf_counter()
         ours.append(float(train(ids=ids, labels=y)["loss"]))
         t_ours += time.perf_counter() - start
+        if torch is None:
+            continue
         start = time.perf_counter()
         opt.zero_grad()
         loss = torch.nn.functional.cross_entropy(twin(torch.from_numpy(ids).long(), torch.from_numpy(lengths)),
@@ -161,22 +179,33 @@ def _run(torch, epochs, cell, batch_size, seed, verbose):
         t_theirs += time.perf_counter() - start
         theirs.append(loss.item())
     test_ids, test_lengths = encode(test_names, vocab)
-    with torch.no_grad():
-        torch_logits = twin(torch.from_numpy(test_ids).long(), torch.from_numpy(test_lengths)).numpy()
     result = {"languages": languages, "train_names": len(train_names), "test_names": len(test_names),
-              "steps": len(steps), "losses": np.array(ours), "torch_losses": np.array(theirs),
-              "accuracy": accuracy(infer(ids=test_ids)["logits"], test_labels),
-              "torch_accuracy": accuracy(torch_logits, test_labels),
+              "steps": len(steps), "losses": np.array(ours), "torch_losses": None,
+              "accuracy": accuracy(infer(ids=test_ids)["logits"], test_labels), "torch_accuracy": None,
               "chance": float(np.max(np.bincount(test_labels)) / len(test_labels)),
-              "seconds": t_ours, "torch_seconds": t_theirs, "file_bytes": len(data)}
+              "seconds": t_ours, "torch_seconds": None, "file_bytes": len(data), "torch_note": NO_TORCH}
+    if torch is not None:
+        with torch.no_grad():
+            torch_logits = twin(torch.from_numpy(test_ids).long(), torch.from_numpy(test_lengths)).numpy()
+        result.update(torch_losses=np.array(theirs), torch_accuracy=accuracy(torch_logits, test_labels),
+                      torch_seconds=t_theirs, torch_note=None)
     if verbose:
-        print(f"{len(names)} surnames in {len(languages)} languages ({', '.join(languages)}); "
-              f"{len(train_names)} to train, {len(test_names)} to test; {len(steps)} steps of {batch_size}")
-        print(f"{'':10}{'final loss':>12}{'test accuracy':>15}{'train time':>12}")
-        print(f"{'litetrain':10}{np.mean(ours[-20:]):12.4f}{result['accuracy']:15.3f}{t_ours:11.1f}s")
-        print(f"{'PyTorch':10}{np.mean(theirs[-20:]):12.4f}{result['torch_accuracy']:15.3f}{t_theirs:11.1f}s")
-        print(f"(always guessing the largest class: {result['chance']:.3f})")
+        _report(result, len(names), batch_size)
     return result
+
+
+def _report(result, total_names, batch_size):
+    ours, theirs = result["losses"], result["torch_losses"]
+    print(f"{total_names} surnames in {len(result['languages'])} languages ({', '.join(result['languages'])}); "
+          f"{result['train_names']} to train, {result['test_names']} to test; {result['steps']} steps of {batch_size}")
+    print(f"{'':10}{'final loss':>12}{'test accuracy':>15}{'train time':>12}")
+    print(f"{'litetrain':10}{np.mean(ours[-20:]):12.4f}{result['accuracy']:15.3f}{result['seconds']:11.1f}s")
+    if theirs is None:
+        print(f"{'PyTorch':10}{result['torch_note']}")
+    else:
+        print(f"{'PyTorch':10}{np.mean(theirs[-20:]):12.4f}{result['torch_accuracy']:15.3f}"
+              f"{result['torch_seconds']:11.1f}s")
+    print(f"(always guessing the largest class: {result['chance']:.3f})")
 
 
 if __name__ == "__main__":

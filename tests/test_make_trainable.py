@@ -12,12 +12,13 @@ import pathlib
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 
 import litetrain as lt
 from litetrain.importers.tflite import MakeTrainableError, find_layers, make_trainable, select_weights
 from litetrain.tflite import read_model
+
+torch = pytest.importorskip("torch", reason="PyTorch's twin of the inference file is the reference")
+F = torch.nn.functional
 
 MODEL = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "tf" / "mobilenet_v2.tflite"
 STEPS, BATCH = 4, 6
