@@ -1,6 +1,7 @@
 """Flex ops (TensorFlow ops inside .tflite files) without TensorFlow: the protobuf wire format, the
-NodeDef options, the fused optimizer kernels against TensorFlow's formulas, round trips through
-litetrain's writer, and an op litetrain lacks refused at load time with one error naming it."""
+NodeDef options, the fused optimizer kernels against TensorFlow's formulas, tensor lists against
+TensorFlow's list semantics, round trips through litetrain's writer, an op litetrain lacks refused at
+load time with one error naming it, and attributes a kernel does not take refused by name."""
 from __future__ import annotations
 
 import pathlib
@@ -76,7 +77,7 @@ def test_the_converters_nodedefs_decode_to_the_attributes_tensorflow_set():
     assert flex.decode_options("RestoreV2", found["RestoreV2"]) == {"dtypes": ("float32",) * 6}
 
 
-@pytest.mark.parametrize("name", ["mlp_adam", "cnn_adam"])
+@pytest.mark.parametrize("name", ["mlp_adam", "cnn_adam", "bn_cnn_sgd", "mobilenet_sgd", "lstm_sgd", "gru_sgd"])
 def test_every_flex_op_in_the_fixtures_re_encodes_to_the_same_attributes(name):
     for op_type, raw in flex_options(FIXTURES / f"{name}.tflite"):
         attrs = flex.decode_options(op_type, raw)
@@ -98,12 +99,12 @@ def patched(name, old: bytes, new: bytes) -> bytes:
 
 
 def test_a_flex_op_litetrain_lacks_is_one_load_time_error_naming_op_and_subgraph():
-    data = patched("cnn_sgd.tflite", b"FlexMaxPoolGrad", b"FlexAvgPoolGrad")  # a real TF op litetrain lacks
+    data = patched("cnn_sgd.tflite", b"FlexMaxPoolGrad", b"FlexSigmoidGrad")  # a real TF op litetrain lacks
     with pytest.raises(UnsupportedOpError) as err:
         lt.Interpreter(model_content=data)
     message = str(err.value)
-    assert "custom op 'FlexAvgPoolGrad' (subgraph 3 operator" in message
-    assert message.count("FlexAvgPoolGrad") == 1  # one error, naming it once, before any call
+    assert "custom op 'FlexSigmoidGrad' (subgraph 3 operator" in message
+    assert message.count("FlexSigmoidGrad") == 1  # one error, naming it once, before any call
 
 
 def test_a_builtin_litetrain_lacks_is_refused_at_load_time_too():
@@ -125,7 +126,7 @@ def test_corrupt_flex_options_are_an_invalid_model_error_naming_the_operator():
         read_model(data.replace(raw, broken))
 
 
-@pytest.mark.parametrize("name", ["mlp_adam", "cnn_sgd"])
+@pytest.mark.parametrize("name", ["mlp_adam", "cnn_sgd", "bn_cnn_sgd", "mobilenet_sgd", "lstm_sgd"])
 def test_a_tensorflow_file_written_back_by_litetrain_trains_the_same_and_keeps_its_metadata(name):
     d = np.load(FIXTURES / f"{name}.npz")
     original = read_model((FIXTURES / f"{name}.tflite").read_bytes())
@@ -222,3 +223,94 @@ def test_flex_resource_variable_ops_use_the_variable_store():
     out, = ex.run_function(0, [np.float32([0.5, 1])])
     np.testing.assert_array_equal(out, [1.5, 3])
     np.testing.assert_array_equal(store.read("w"), [1.5, 3])
+
+
+# -- tensor lists (TensorFlow's list_kernels), kernel by kernel ------------------------------------------------
+def _kernel(name, *args, **attrs):
+    op = get_op(f"tf.{name}")
+    return op.kernel(*args, **op.check_attrs(attrs))
+
+
+def _shape(*dims):
+    return np.array(dims if dims != (-1,) else -1, np.int32)
+
+
+def test_a_reserved_list_reads_zeros_where_unset_and_values_are_never_changed_in_place():
+    empty = _kernel("TensorListReserve", _shape(-1, 3), np.int32(3))
+    a = np.float32([[1, 2, 3], [4, 5, 6]])
+    one = _kernel("TensorListSetItem", empty, np.int32(1), a)
+    assert _kernel("TensorListLength", one) == 3 and _kernel("TensorListLength", empty) == 3
+    np.testing.assert_array_equal(_kernel("TensorListGetItem", one, np.int32(1), _shape(-1, 3)), a)
+    # an unset slot reads as zeros of the element shape, its unknown dims taken from the items set
+    np.testing.assert_array_equal(_kernel("TensorListGetItem", one, np.int32(0), _shape(-1, 3)), np.zeros((2, 3)))
+    stacked = _kernel("TensorListStack", one, _shape(-1, 3), num_elements=3)
+    np.testing.assert_array_equal(stacked, np.stack([np.zeros((2, 3)), a, np.zeros((2, 3))]))
+    assert stacked.dtype == np.float32
+    with pytest.raises(ValueError, match="not fully defined"):  # nothing set, nothing to take the shape from
+        _kernel("TensorListGetItem", empty, np.int32(0), _shape(-1, 3))
+    with pytest.raises(ValueError, match="element 3 in a list with 3 elements"):
+        _kernel("TensorListGetItem", one, np.int32(3), _shape(2, 3))
+    with pytest.raises(ValueError, match="expected a list with 2 elements"):
+        _kernel("TensorListStack", one, _shape(2, 3), num_elements=2)
+    with pytest.raises(ValueError, match="incompatible shape"):
+        _kernel("TensorListSetItem", empty, np.int32(0), np.zeros((2, 4), np.float32))
+    with pytest.raises(ValueError, match="invalid data types"):
+        _kernel("TensorListGetItem", one, np.int32(1), _shape(2, 3), element_dtype="int32")
+
+
+def test_a_list_from_a_tensor_stacks_back_to_it():
+    t = np.arange(12, dtype=np.float32).reshape(4, 3)
+    lst = _kernel("TensorListFromTensor", t, _shape(3))
+    np.testing.assert_array_equal(_kernel("TensorListGetItem", lst, np.int32(2), _shape(3)), t[2])
+    np.testing.assert_array_equal(_kernel("TensorListStack", lst, _shape(-1)), t)
+    np.testing.assert_array_equal(_kernel("TensorListElementShape", lst), [3])
+    with pytest.raises(ValueError, match="from a tensor with shape"):
+        _kernel("TensorListFromTensor", t, _shape(4))
+
+
+def test_push_back_and_pop_back_are_last_in_first_out_within_max_num_elements():
+    lst = _kernel("EmptyTensorList", _shape(-1), np.int32(2), element_dtype="int32")
+    assert _kernel("TensorListElementShape", lst).tolist() == -1  # an unknown rank
+    for v in (7, 8):
+        lst = _kernel("TensorListPushBack", lst, np.int32(v), element_dtype="int32")
+    with pytest.raises(ValueError, match="full list"):
+        _kernel("TensorListPushBack", lst, np.int32(9), element_dtype="int32")
+    lst, last = _kernel("TensorListPopBack", lst, _shape(-1), element_dtype="int32")
+    lst, first = _kernel("TensorListPopBack", lst, _shape(-1), element_dtype="int32")
+    assert (int(last), int(first), _kernel("TensorListLength", lst)) == (8, 7, 0)
+    with pytest.raises(ValueError, match="pop from an empty list"):
+        _kernel("TensorListPopBack", lst, _shape(-1), element_dtype="int32")
+
+
+def test_lists_add_item_by_item_and_zeros_like_keeps_unset_slots_unset():
+    """AddN and ZerosLike of lists, as TensorFlow's gradients of While loops use them: an unset item
+    adds as nothing (TensorFlow's BinaryAddTensors)."""
+    base = _kernel("TensorListReserve", _shape(2), np.int32(3))
+    a = _kernel("TensorListSetItem", base, np.int32(0), np.float32([1, 2]))
+    b = _kernel("TensorListSetItem", _kernel("TensorListSetItem", base, np.int32(0), np.float32([10, 20])),
+                 np.int32(2), np.float32([5, 6]))
+    total = _kernel("AddN", a, b, N=2, T="variant")
+    np.testing.assert_array_equal(_kernel("TensorListStack", total, _shape(2)), [[11, 22], [0, 0], [5, 6]])
+    zeros = _kernel("ZerosLike", b, T="variant")
+    assert [item is None for item in zeros.items] == [False, True, False]
+    np.testing.assert_array_equal(_kernel("TensorListStack", zeros, _shape(2)), np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="different lengths"):
+        _kernel("AddN", a, _kernel("TensorListReserve", _shape(2), np.int32(2)), N=2, T="variant")
+
+
+# -- attributes TensorFlow allows but litetrain's kernels do not take: an error naming op and attribute -----------
+@pytest.mark.parametrize("op, args, attrs, match", [
+    ("DepthwiseConv2dNativeBackpropFilter", (np.zeros((1, 5, 5, 1), np.float32), np.int32([3, 3, 1, 1]),
+                                             np.zeros((1, 1, 1, 1), np.float32)),
+     {"dilations": (1, 2, 2, 1)}, "DepthwiseConv2dNativeBackpropFilter: dilations .* not supported"),
+    ("AvgPoolGrad", (np.int32([1, 4, 4, 1]), np.zeros((1, 2, 2, 1), np.float32)),
+     {"ksize": (1, 2, 2, 1), "strides": (1, 2, 2, 1), "data_format": "NCHW_VECT_C"},
+     "AvgPoolGrad: data_format 'NCHW_VECT_C' is not supported"),
+    ("FusedBatchNormV3", (np.zeros((1, 2, 2, 3), np.float32),) + (np.ones(3, np.float32),) * 4,
+     {"U": "float16"}, "FusedBatchNormV3: T=float32, U=float16 is not supported"),
+    ("MaxPoolGrad", (np.zeros((1, 4, 4, 1), np.float32),) * 2 + (np.zeros((1, 2, 2, 1), np.float32),),
+     {"ksize": (2, 2, 2, 1), "strides": (1, 2, 2, 1)}, "MaxPoolGrad: ksize .* must be 1 on the batch"),
+])
+def test_an_attribute_the_kernel_does_not_take_is_an_error_naming_op_and_attribute(op, args, attrs, match):
+    with pytest.raises(ValueError, match=match):
+        _kernel(op, *args, **attrs)

@@ -5,7 +5,7 @@ rule and file mapping per op). The functions re-exported here (api.py, control.p
 add ops to the function being traced; models, layers and gradient rules are written with them.
 """
 from . import (activation, conv, elementwise, gather_scatter, image, matmul, pool, quantize,  # noqa: F401
-               random, reduce, shape, state)  # (registers the op families; TensorFlow's Flex ops, ops/tf,
+               random, reduce, shape, split, state)  # (registers the op families; TensorFlow's Flex ops, ops/tf,
 # are registered when a file that has them is read: tflite/reader.py)
 from ..core.trace import Tensor, TraceError
 from .api import (abs_, add, arange, argmax, average_pool_2d, batch_matmul, broadcast_to, cast, concat,  # noqa: F401,F811

@@ -194,6 +194,33 @@ def concat(tensors, axis=0):
     return fb.emit("concatenation", [fb.to_tensor(t) for t in tensors], {"axis": int(axis)})
 
 
+def stack(tensors, axis=0):
+    """PACK: the tensors (one shape) stacked along a new dim `axis`."""
+    return _node("pack", list(tensors), {"axis": int(axis), "values_count": len(tensors)})
+
+
+def add_n(tensors):
+    """ADD_N: the sum of two or more tensors of one shape and dtype."""
+    return _node("add_n", list(tensors), {})
+
+
+def split(x, num_splits, axis=0):
+    """SPLIT: `x` cut into `num_splits` equal parts along `axis` (a list)."""
+    fb = builder_of(x)
+    out = fb.emit("split", [fb.const(np.int32(axis)), fb.to_tensor(x)], {"num_splits": int(num_splits)})
+    return list(out) if isinstance(out, tuple) else [out]
+
+
+def unstack(x, axis=0):
+    """UNPACK: the slices of `x` along `axis` (its size there must be known), as a list."""
+    fb = builder_of(x)
+    num = x.shape[axis]
+    if num is None:
+        raise ValueError("unstack needs the size of the dim it unstacks to be known")
+    out = fb.emit("unpack", [fb.to_tensor(x)], {"num": int(num), "axis": int(axis)})
+    return list(out) if isinstance(out, tuple) else [out]
+
+
 def slice_(x, begin, size):
     fb = builder_of(x)
     return fb.emit("slice", [x, fb.const(np.asarray(begin, np.int32)), fb.const(np.asarray(size, np.int32))])
