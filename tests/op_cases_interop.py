@@ -222,7 +222,7 @@ BAD = [
     Bad("strided_slice", "runtime-begin", (x(4), In((1,), "int32", value=[1]), const([3]), const([1])), "constant"),
     Bad("prelu", "int-input", (x(2, 3, dtype="int32"), x(3, dtype="int32")), "float"),
     Bad("depth_to_space", "interop-channels", (x(1, 2, 2, 6),), "multiple", {"block_size": 2}),
-    Bad("dequantize", "int8-needs-scales", (x(2, dtype="int8"),), "only float16"),
+    Bad("dequantize", "int8-needs-scales", (x(2, dtype="int8"),), "needs quantization parameters"),
     Bad("densify", "bool", (b(2, 3),), "numeric"),
     Bad("resize_bilinear", "rank-3", (x(3, 4, 2), const([5, 7])), "4-D"),
     Bad("mediapipe.convolution_2d_transpose_bias", "channels", (x(1, 3, 3, 4), x(2, 2, 2, 5), x(2)), "channels"),

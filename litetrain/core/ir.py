@@ -61,6 +61,23 @@ def format_shape(shape) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
+@dataclass(frozen=True)
+class Quantization:
+    """How an integer tensor stands for real numbers: real = scale * (q - zero_point), with one
+    scale and zero point for the tensor, or one per index of dim `axis` (per channel)."""
+    scale: tuple      # of float (float32 values)
+    zero_point: tuple  # of int
+    axis: int = 0
+
+    def as_attr(self) -> tuple:
+        """The plain-value form quantized ops carry in their `quantization` attribute."""
+        return (tuple(self.scale), tuple(self.zero_point), int(self.axis))
+
+    @classmethod
+    def from_attr(cls, value) -> "Quantization | None":
+        return None if value is None else cls(tuple(value[0]), tuple(value[1]), int(value[2]))
+
+
 @dataclass
 class TensorInfo:
     """One tensor of a function: a value that flows between nodes, or a constant."""
@@ -68,10 +85,13 @@ class TensorInfo:
     dtype: str
     shape: Shape
     data: np.ndarray | None = None  # constant data; None for computed tensors
+    quant: Quantization | None = None  # an integer tensor's quantization (read from or written to a file)
 
     def __repr__(self):
         const = " const" if self.data is not None else ""
-        return f"{self.name}: {self.dtype}{format_shape(self.shape)}{const}"
+        q = f" q(scale={self.quant.scale[0]:.4g}{'...' if len(self.quant.scale) > 1 else ''}, " \
+            f"zero={self.quant.zero_point[0]})" if self.quant is not None else ""
+        return f"{self.name}: {self.dtype}{format_shape(self.shape)}{const}{q}"
 
 
 @dataclass

@@ -8,7 +8,9 @@ litetrain's own rules, so they are builtin ops: with `portable_checkpoints=True`
 pass tensors instead of reading a file) the result needs no custom op and stock LiteRT trains it
 too. Fused activations on the path of a gradient are split into their own ops (the same numbers;
 a rule then differentiates the activation by itself). float16 weights behind DEQUANTIZE become
-float32 variables when trained.
+float32 variables when trained. In a full-integer-quantized file, a trained layer's int8 weights
+and int32 bias become float32 variables (their dequantized values); that layer and everything after
+it run as float ops, and the layers before it stay int8 (`_Replay`).
 
     content = make_trainable(open("model.tflite", "rb").read(), trainable="last:1",
                              loss="sparse_categorical_crossentropy", optimizer="sgd", learning_rate=0.01)
@@ -38,6 +40,8 @@ WEIGHT_INPUTS = {
     "transpose_conv": {1: "kernel", 3: "bias"},
     "prelu": {1: "alpha"},
 }
+WEIGHT_INPUTS.update({f"quantized_{op}": WEIGHT_INPUTS[op]  # int8 layers: their dequantized weights train
+                      for op in ("fully_connected", "conv_2d", "depthwise_conv_2d")})
 ACTIVATION_OPS = {"RELU": "relu", "RELU6": "relu6", "TANH": "tanh"}
 LOSSES = ("sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy",
           "mean_squared_error")
@@ -95,6 +99,8 @@ def find_layers(program: Program, signature: str | None = None) -> list[Layer]:
                 if fn.tensors[src].data is None:
                     continue
                 value = np.asarray(fn.tensors[src].data).astype(np.float32)
+            elif fn.tensors[t].data is not None and fn.tensors[t].quant is not None:
+                value = _dequantized(fn.tensors[t])  # an int8 weight, int32 bias: trained as float32
             elif fn.tensors[t].data is not None:
                 value = np.array(fn.tensors[t].data)
             else:
@@ -189,15 +195,53 @@ def _label_spec(loss_name, out_info):
     shape = tuple(out_info.shape)
     if loss_name == "sparse_categorical_crossentropy":
         return TensorSpec(shape[:-1], "int32")
-    return TensorSpec(shape, out_info.dtype)
+    return TensorSpec(shape, "float32" if out_info.quant is not None else out_info.dtype)  # a quantized output: float
+
+
+def _dequantized(info) -> np.ndarray:
+    from ..ops.quantization import dequantized
+    return dequantized(np.asarray(info.data), info.quant.as_attr(), info.name)
+
+
+def _is_quantized(info) -> bool:
+    return info.quant is not None and info.dtype in ("int8", "uint8", "int16", "int32")
 
 
 class _Replay:
     """Re-emits the serving function's nodes into a FunctionBuilder, with chosen weights read
-    from Params and, when `split` is set, fused activations on gradient paths split off."""
+    from Params and, when `split` is set, fused activations on gradient paths split off.
+
+    In a quantized file, a layer whose weights train runs as its float op, and so does everything
+    after it (gradients flow through float ops only): its quantized inputs are dequantized with the
+    file's parameters, QUANTIZE/DEQUANTIZE on those float values become no-ops; the layers before
+    stay quantized ops on integers."""
 
     def __init__(self, program, fn, params: dict[int, Param], via_nodes: set[int]):
         self.program, self.fn, self.params, self.via_nodes = program, fn, params, via_nodes
+
+    def _as_float(self, fb, node, env, floating, k):
+        """A quantized node on float values (a trained weight or a float input): (op, inputs, attrs),
+        or None when it passes its input on (QUANTIZE, DEQUANTIZE of a float value)."""
+        from ..ops.quantization import QUANTIZED
+        if node.op in ("quantize", "dequantize"):
+            return None
+        op = next((f for f, name in QUANTIZED.items() if name == node.op), node.op)
+        ins = []
+        for i in node.inputs:
+            info = None if i < 0 else self.fn.tensors[i]
+            if i < 0:
+                ins.append(None)
+            elif i in env and (i in floating or not _is_quantized(info)):
+                ins.append(env[i])
+            elif i in env:
+                ins.append(fb.emit("dequantize", [env[i]], {"quantization": (info.quant.as_attr(), None)}))
+            elif info.data is not None:
+                ins.append(fb.const(_dequantized(info) if _is_quantized(info) else info.data,
+                                    "float32" if _is_quantized(info) else info.dtype))
+            else:
+                raise MakeTrainableError(f"node {k} ({node.op}) reads tensor {i} before it is computed")
+        attrs = {key: v for key, v in node.attrs.items() if key not in ("quantization", "out_dtype")}
+        return op, ins, attrs
 
     def run(self, fb, inputs: dict, split: bool, stop: int | None = None):
         """Emit the nodes (all, or until tensor `stop` is computed); returns tensor -> traced value."""
@@ -206,6 +250,7 @@ class _Replay:
         for t, param in self.params.items():
             env[t] = fb.read(param)
             tainted.add(t)
+        floating = {t for t in env if _is_quantized(self.fn.tensors[t]) and env[t].dtype in ("float32", "float16")}
         for k, node in enumerate(self.fn.nodes):
             if node.op == "call_once":
                 continue
@@ -213,17 +258,17 @@ class _Replay:
                 continue  # a DEQUANTIZE/DENSIFY whose output is a trained variable now
             if node.op in ("var_handle", "read_variable", "assign_variable"):
                 raise MakeTrainableError("the file already has variables; make_trainable takes inference-only files")
-            ins = []
-            for i in node.inputs:
-                if i < 0:
-                    ins.append(None)
-                elif i in env:
-                    ins.append(env[i])
-                elif self.fn.tensors[i].data is not None:
-                    ins.append(fb.const(self.fn.tensors[i].data, self.fn.tensors[i].dtype))
-                else:
-                    raise MakeTrainableError(f"node {k} ({node.op}) reads tensor {i} before it is computed")
-            attrs = dict(node.attrs)
+            op, ins, attrs = node.op, None, dict(node.attrs)
+            if any(i in floating for i in node.inputs):  # float values reach a quantized part: it runs in float
+                lowered = self._as_float(fb, node, env, floating, k)
+                if lowered is None:
+                    env[node.outputs[0]] = env[node.inputs[0]]
+                    floating.add(node.outputs[0])
+                    tainted.update(node.outputs if node.inputs[0] in tainted else ())
+                    continue
+                op, ins, attrs = lowered
+                floating.update(o for o in node.outputs if _is_quantized(self.fn.tensors[o]))
+            ins = ins if ins is not None else self._inputs(fb, node, env, k)
             act = attrs.get("fused_activation_function", "NONE")
             on_path = any(i in tainted for i in node.inputs if i >= 0)
             if split and on_path and act != "NONE":
@@ -234,7 +279,7 @@ class _Replay:
                 outs = copy_node(fb, Node(node.op, node.inputs, node.outputs, attrs, node.where or f"node {k}"), ins,
                                  [self.fn.tensors[o] for o in node.outputs], self.program.functions)
             else:
-                out = fb.emit(node.op, ins, attrs, where=node.where or f"node {k}")
+                out = fb.emit(op, ins, attrs, where=node.where or f"node {k}")
                 outs = out if isinstance(out, tuple) else (out,)
             if split and on_path and act != "NONE":
                 y = outs[0]
@@ -247,6 +292,19 @@ class _Replay:
             if stop is not None and stop in env:
                 break
         return env
+
+    def _inputs(self, fb, node, env, k):
+        ins = []
+        for i in node.inputs:
+            if i < 0:
+                ins.append(None)
+            elif i in env:
+                ins.append(env[i])
+            elif self.fn.tensors[i].data is not None:
+                ins.append(fb.const(self.fn.tensors[i].data, self.fn.tensors[i].dtype))
+            else:
+                raise MakeTrainableError(f"node {k} ({node.op}) reads tensor {i} before it is computed")
+        return ins
 
 
 class TFLiteModule(Module):
@@ -289,7 +347,7 @@ class TFLiteModule(Module):
     @staticmethod
     def _find_output(fn, sig, output) -> int:
         if output == "bottleneck":
-            fcs = [n for n in fn.nodes if n.op == "fully_connected"]
+            fcs = [n for n in fn.nodes if n.op in ("fully_connected", "quantized_fully_connected")]
             if fcs:
                 return fcs[-1].inputs[0]
             if len(sig.outputs) == 1:
@@ -317,8 +375,17 @@ class TFLiteModule(Module):
         return nodes
 
     def __call__(self, x, training=False):
+        """Float input and output: a quantized file's integer input is quantized from `x`, a quantized
+        output (an int8 bottleneck, say) is dequantized with the file's parameters."""
+        given = self._replay.fn.tensors[self._input]
+        if given.quant is not None and given.dtype != x.dtype and x.dtype in ("float32", "float16"):
+            x = x.fb.emit("quantize", [x], {"quantization": (None, given.quant.as_attr()), "out_dtype": given.dtype})
         env = self._replay.run(x.fb, {self._input: x}, split=bool(self._replay.params), stop=self._output)
-        return env[self._output]
+        y = env[self._output]
+        made = self._replay.fn.tensors[self._output]
+        if made.quant is not None and y.dtype in ("int8", "uint8", "int16"):
+            y = y.fb.emit("dequantize", [y], {"quantization": (made.quant.as_attr(), None)})
+        return y
 
 
 def make_trainable(model, trainable="last:1", *, output=None, loss="sparse_categorical_crossentropy",

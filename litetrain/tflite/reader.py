@@ -17,6 +17,8 @@ from flatbuffers import flexbuffers
 from .. import ops  # noqa: F401  (registers the op families whose file mappings are read)
 from ..core.ir import DTYPE_FROM_CODE, DTYPES, Function, Node, Program, Signature, TensorInfo, Variable, numpy_dtype
 from ..core.registry import OPS, Builtin, Custom
+from ..ops.quantization import QUANTIZED
+from .quantization import quantized_node, read_tensor_quantization
 from .schema import (ENUM_KINDS, FILE_IDENTIFIER, MIN_RUNTIME_METADATA, PROGRAM_METADATA, SCHEMA_VERSION, camel,
                      enum_members, enum_names, field_slot, options_union, schema_module)
 from .variables import assigned_constants, derive_variables, empty_initial, init_from_call_once
@@ -40,6 +42,8 @@ def _op_tables():
     """(builtin operator name -> op name, custom code -> op name) from the registry."""
     builtins, customs = {}, {}
     for name, opdef in OPS.items():
+        if name in QUANTIZED.values():  # picked by the node's tensors, not by its operator code
+            continue
         if isinstance(opdef.tflite, Builtin):
             builtins.setdefault(opdef.tflite.code, name)
         elif isinstance(opdef.tflite, Custom):
@@ -219,6 +223,9 @@ class _ModelReader:
                     # TensorFlow's converter writes CAST without CastOptions: the tensors give the types
                     node.attrs["in_data_type"] = fn.tensors[inputs[0]].dtype if inputs and inputs[0] >= 0 else None
                     node.attrs["out_data_type"] = fn.tensors[outputs[0]].dtype
+                problem = quantized_node(fn, node)  # a node on quantized tensors runs its quantized kernel
+                if problem is not None:
+                    self.unsupported.setdefault(problem, []).append((si, oi))
                 fn.nodes.append(node)
         return fn
 
@@ -240,10 +247,7 @@ class _ModelReader:
             if (shape and len(signature) != len(shape)) or any(d < -1 for d in signature):
                 self.fail(f"shape_signature {signature} does not match shape {shape}")
             dims = tuple(None if d == -1 else d for d in signature)
-        # what would silently change the meaning of the numbers if ignored
-        q = t.Quantization()
-        if q is not None and (q.ScaleLength() or q.ZeroPointLength() or q.DetailsType()):
-            self.fail("quantized tensors are not supported (the tensor has quantization parameters)")
+        quant = read_tensor_quantization(self, t, dtype, dims)  # what the integers stand for
         sparsity = t.Sparsity()  # a sparse constant: expanded to dense below (its DENSIFY is then a copy)
         if t.IsVariable():
             self.fail("is_variable tensors (TFLite's older stateful tensors) are not supported; "
@@ -257,7 +261,7 @@ class _ModelReader:
             data = self.sparse_constant(dtype, dims, buffer, span, sparsity)
         elif span is not None or empty_constant:
             data = self.constant(dtype, dims, buffer, span or (0, 0))
-        return TensorInfo(name, dtype, dims, data)
+        return TensorInfo(name, dtype, dims, data, quant)
 
     def sparse_constant(self, dtype: str, dims: tuple, buffer: int, span, sparsity) -> np.ndarray:
         from .sparsity import densify

@@ -17,6 +17,8 @@ from flatbuffers import flexbuffers
 from .. import ops  # noqa: F401  (registers the op families whose file mappings are written)
 from ..core.ir import DTYPES, Function, Program, format_shape, numpy_dtype
 from ..core.registry import Builtin, Custom, get_op
+from ..ops.quantization import TENSOR_ATTRS
+from .quantization import quantization_table, tensor_quantization
 from .schema import (DATA_ALIGNMENT, ENUM_KINDS, FILE_IDENTIFIER, MIN_RUNTIME_METADATA, MIN_RUNTIME_VERSION,
                      PLACEHOLDER_FOR_GREATER_OP_CODES, PROGRAM_METADATA, SCHEMA_VERSION, camel, enum_members,
                      options_union, schema_module)
@@ -143,7 +145,7 @@ class _ModelWriter:
         return self._opcode_index[key]
 
     # tables
-    def tensor(self, fn: Function, index: int, fi: int, unranked: bool = False):
+    def tensor(self, fn: Function, index: int, fi: int, unranked: bool = False, quant=None):
         info = fn.tensors[index]
         where = f"function {fi} ({fn.name}) tensor {index} {info.name!r}"
         if info.dtype not in DTYPES:
@@ -159,6 +161,7 @@ class _ModelWriter:
         signature = None
         if None in info.shape:
             signature = self.int32_vector([-1 if d is None else int(d) for d in info.shape], where)
+        quantization = quantization_table(self.b, quant) if quant is not None else None
         T = schema_module("Tensor")
         T.TensorStart(self.b)
         T.TensorAddShape(self.b, shape)
@@ -167,10 +170,12 @@ class _ModelWriter:
         T.TensorAddName(self.b, name)
         if signature is not None:
             T.TensorAddShapeSignature(self.b, signature)
+        if quantization is not None:
+            T.TensorAddQuantization(self.b, quantization)
         return T.TensorEnd(self.b)
 
     def builtin_options(self, spec: Builtin, attrs: dict, defaults: dict, where: str):
-        extra = [k for k in attrs if k not in spec.fields and attrs[k] != defaults.get(k)]
+        extra = [k for k in attrs if k not in spec.fields and k not in TENSOR_ATTRS and attrs[k] != defaults.get(k)]
         if extra:
             raise ValueError(f"{where}: attribute(s) {extra} have no field in the file's "
                              f"{spec.options or 'operator (it has no options table)'}")
@@ -291,7 +296,8 @@ class _ModelWriter:
         # resizable variable (unknown dims) is written with an empty shape and its shape_signature
         unranked = {o for node in fn.nodes if node.op == "read_variable" for o in node.outputs
                     if None in fn.tensors[o].shape}
-        tensors = [self.tensor(fn, i, fi, i in unranked) for i in range(n)]
+        quants = tensor_quantization(fn)  # quantized ops' parameters, stored on their tensors
+        tensors = [self.tensor(fn, i, fi, i in unranked, quants.get(i)) for i in range(n)]
         operators = [self.operator(fn, fi, ni, node) for ni, node in enumerate(fn.nodes)]
         tensors_vec = self.offset_vector(tensors)
         operators_vec = self.offset_vector(operators)
