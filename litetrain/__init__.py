@@ -23,6 +23,8 @@ _PUBLIC = {
     "SignatureError": ("litetrain.runtime.interpreter", "SignatureError"),
     "ExecutionError": ("litetrain.runtime.executor", "ExecutionError"),
     "NonFiniteError": ("litetrain.runtime.executor", "NonFiniteError"),
+    "LoopLimitError": ("litetrain.runtime.executor", "LoopLimitError"),
+    "MemoryBudgetError": ("litetrain.runtime.executor", "MemoryBudgetError"),
     "CheckpointError": ("litetrain.ops.checkpoint", "CheckpointError"),
     "InvalidModelError": ("litetrain.tflite.reader", "InvalidModelError"),
     "UnsupportedOpError": ("litetrain.tflite.reader", "UnsupportedOpError"),

@@ -1,4 +1,7 @@
 """The interpreter's API and its behaviour on bad calls: clear errors, and no variable changed."""
+import gc
+import weakref
+
 import numpy as np
 import pytest
 
@@ -46,7 +49,7 @@ def test_signature_list_and_details(model_bytes):
     interp = lt.Interpreter(model_content=model_bytes)
     sigs = interp.get_signature_list()
     assert list(sigs) == SIGS
-    assert sigs["train"] == {"inputs": ["x", "y"], "outputs": ["loss"]}
+    assert sigs["train"] == {"inputs": ["x", "y"], "outputs": ["loss", "step_skipped"]}  # the guard, on by default
     assert sigs["save"]["inputs"] == ["checkpoint_path"]
     details = interp.get_signature_runner("train").get_input_details()
     assert details["x"]["dtype"] is np.float32 and list(details["x"]["shape_signature"]) == [-1, 4]
@@ -195,3 +198,48 @@ def test_signature_outputs_merged_by_common_subexpression_elimination():
     out = lt.Interpreter(model_content=data).get_signature_runner("f")(x=x)
     np.testing.assert_array_equal(out["a"], np.tanh(x))
     np.testing.assert_array_equal(out["b"], out["a"])
+
+
+# -- lifetime: a dropped interpreter is freed at once -------------------------------------------------------
+class _Recurrent(lt.Module):
+    """An LSTM trained through time: WHILE loops, tensor lists and their fused steps."""
+
+    def __init__(self):
+        self.rnn = lt.nn.LSTM(4, input_dim=3)
+        self.head = lt.nn.Dense(1, input_dim=4)
+        self.optimizer = lt.optim.Adam(learning_rate=0.01)
+
+    @lt.signature(x=lt.TensorSpec([None, 5, 3]), y=lt.TensorSpec([None, 1]))
+    def train(self, x, y):
+        loss = lt.ops.reduce_mean(lt.ops.square(lt.ops.sub(self.head(self.rnn(x)), y)))
+        self.optimizer.minimize(loss, self.trainable_variables)
+        return {"loss": loss}
+
+
+@pytest.mark.parametrize("optimize", [True, False])
+def test_a_dropped_interpreter_is_freed_without_the_garbage_collector(tmp_path, optimize):
+    """Nothing an interpreter's plans hold refers back to it: dropping it frees its plans and buffers
+    at once. (A step that held the executor made a cycle: in a loop that opens a fresh interpreter
+    now and then, the dead ones piled up until a full collection and resident memory kept growing.)"""
+    from tools.reliability import models
+
+    rng = np.random.default_rng(0)
+    files = [(models.mlp_file("adam", units=8), "train", lambda: dict(zip(("x", "y"), models.batch(0, 4)))),
+             (lt.convert(_Recurrent(), ["train"]), "train",
+              lambda: {"x": rng.standard_normal((2, 5, 3)).astype(np.float32), "y": np.ones((2, 1), np.float32)})]
+    gc.collect()
+    gc.disable()
+    try:
+        for content, name, inputs in files:
+            interpreter = lt.Interpreter(model_content=content, optimize=optimize)
+            for _ in range(2):
+                interpreter.get_signature_runner(name)(**inputs())
+            if "save" in interpreter.get_signature_list():
+                path = str(tmp_path / "c.safetensors")
+                interpreter.get_signature_runner("save")(checkpoint_path=path)
+                interpreter.get_signature_runner("restore")(checkpoint_path=path)
+            executor = weakref.ref(interpreter._executor)
+            del interpreter
+            assert executor() is None, "the dropped interpreter's executor is still alive (a reference cycle)"
+    finally:
+        gc.enable()

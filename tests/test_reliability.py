@@ -130,14 +130,23 @@ def test_guarded_step_with_non_finite_loss_or_gradients_changes_nothing(files, o
     assert snapshot(guarded) == snapshot(reference)
 
 
-def test_guard_off_by_default_and_per_optimizer_switch():
-    plain = lt.Interpreter(model_content=models.mlp_file("adam"))
+def test_guard_on_by_default_and_per_optimizer_switch():
+    """convert guards every optimizer step unless told not to (nonfinite_guard=False); an
+    optimizer's own skip_nonfinite wins either way."""
+    default = lt.Interpreter(model_content=lt.convert(models.MLP("adam"), ["train"]))
+    assert default.get_signature_list()["train"]["outputs"] == ["loss", "step_skipped"]
+    assert not default.get_signature_runner("train")(**dict(zip("xy", models.batch(0))))["step_skipped"]
+    before = snapshot(default)
+    assert default.get_signature_runner("train")(**dict(zip("xy", poisoned(0, "nan"))))["step_skipped"]
+    assert snapshot(default) == before
+    plain = lt.Interpreter(model_content=models.mlp_file("adam", guard=False))
     assert plain.get_signature_list()["train"]["outputs"] == ["loss"]
     plain.get_signature_runner("train")(**dict(zip("xy", poisoned(0, "nan"))))
     assert np.isnan(plain.get_variables()["net/dense/kernel"]).any()  # what the guard prevents
-    own = lt.Interpreter(model_content=lt.convert(models.MLP("adam", skip_nonfinite=True), ["train"]))
-    assert own.get_signature_runner("train")(**dict(zip("xy", poisoned(0, "nan"))))["step_skipped"]
-    off = lt.convert(models.MLP("adam", skip_nonfinite=False), ["train"], nonfinite_guard=True)
+    own = lt.convert(models.MLP("adam", skip_nonfinite=True), ["train"], nonfinite_guard=False)
+    assert lt.Interpreter(model_content=own).get_signature_runner("train")(
+        **dict(zip("xy", poisoned(0, "nan"))))["step_skipped"]
+    off = lt.convert(models.MLP("adam", skip_nonfinite=False), ["train"])
     assert lt.Interpreter(model_content=off).get_signature_list()["train"]["outputs"] == ["loss"]
 
 
@@ -261,8 +270,9 @@ class Forever(lt.Module):
 
 
 def test_a_loop_that_never_ends_is_stopped_and_changes_nothing():
-    """A while loop whose condition never turns false raises ExecutionError after the bound
-    (max_loop_iterations), in well under a second for a small bound, and the call is undone;
+    """A while loop whose condition never turns false raises LoopLimitError (an ExecutionError) after
+    the bound (max_loop_iterations, for all the loops of a call), in well under a second for a small
+    bound, and the call is undone;
     a negative start ends at once; the bound is checked."""
     import time
     from litetrain.runtime import ExecutionError
@@ -272,10 +282,11 @@ def test_a_loop_that_never_ends_is_stopped_and_changes_nothing():
     assert run(n=np.int32(-5))["n"] == -5
     before = snapshot(interp)
     started = time.process_time()
-    with pytest.raises(ExecutionError, match="ran 1,000 iterations and its condition is still true"):
+    with pytest.raises(lt.LoopLimitError, match="while loops ran 1,000 iterations in all"):
         run(n=np.int32(0))
     assert time.process_time() - started < 1.0
     assert snapshot(interp) == before
+    assert issubclass(lt.LoopLimitError, ExecutionError)
     assert lt.Interpreter(model_content=data)._executor.max_loop_iterations == 1_000_000
     for bad in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match="max_loop_iterations must be a positive int or None"):

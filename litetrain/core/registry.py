@@ -11,7 +11,10 @@ An op is registered with `defop`. Its definition is the single place that says
    or a `Custom` op name.
 An op may also say `inplace=(input positions)`: its kernel takes `out=` and may write its result
 into the buffer of one of those inputs when it has the output's shape and dtype (the runtime
-offers one only when nothing else holds it).
+offers one only when nothing else holds it). An op whose output size comes from tensor values
+(FILL's dims, TILE's multiples, RANGE's bounds, ...) says `allocates(*arrays, **attrs) -> (dtype,
+shape, bytes)`: what its kernel would allocate on those inputs (output and working memory), computed
+without allocating it, so that the runtime can hold a call to its memory budget first.
 """
 from __future__ import annotations
 
@@ -57,6 +60,7 @@ class OpDef:
     stateful: bool = False  # has side effects or reads state: never folded, merged or dropped
     num_inputs: tuple = (0, None)  # (min, max) number of inputs; max None = any
     inplace: tuple = ()  # inputs whose buffer the kernel may write its result into (kernel(..., out=))
+    allocates: Callable | None = None  # value-sized ops: (*arrays, **attrs) -> (dtype, shape, bytes) before running
 
     def check_attrs(self, attrs: dict) -> dict:
         unknown = set(attrs) - set(self.attrs)
@@ -69,13 +73,15 @@ class OpDef:
 OPS: dict[str, OpDef] = {}
 
 
-def defop(name, *, infer, kernel, vjp, tflite, attrs=None, stateful=False, num_inputs=(0, None), inplace=()):
+def defop(name, *, infer, kernel, vjp, tflite, attrs=None, stateful=False, num_inputs=(0, None), inplace=(),
+          allocates=None):
     """Register an op. See the module docstring for what each part means."""
     if name in OPS:
         raise ValueError(f"op {name!r} is registered twice")
     if vjp is None:
         raise ValueError(f"op {name!r}: give a gradient rule or NOT_DIFFERENTIABLE")
-    OPS[name] = OpDef(name, infer, kernel, vjp, tflite, dict(attrs or {}), stateful, num_inputs, tuple(inplace))
+    OPS[name] = OpDef(name, infer, kernel, vjp, tflite, dict(attrs or {}), stateful, num_inputs, tuple(inplace),
+                      allocates)
     return OPS[name]
 
 

@@ -26,7 +26,7 @@ READY_MADE = ("save", "restore", "get_weights", "set_weights", "get_gradients", 
 FROM_TRAINING = ("get_gradients", "apply_gradients", "evaluate")  # derived from the training signature
 
 
-def trace_program(module: Module, signatures=None, portable_checkpoints=False, nonfinite_guard=False,
+def trace_program(module: Module, signatures=None, portable_checkpoints=False, nonfinite_guard=True,
                   max_sequence_length=None, runtime_hyperparameters=False, trainable_groups=None,
                   train_signature="train") -> Program:
     """Trace the chosen signatures of `module` into a Program (see `convert`)."""
@@ -71,7 +71,7 @@ def trace_program(module: Module, signatures=None, portable_checkpoints=False, n
     return program
 
 
-def convert(module: Module, signatures=None, portable_checkpoints=False, nonfinite_guard=False,
+def convert(module: Module, signatures=None, portable_checkpoints=False, nonfinite_guard=True,
             max_sequence_length=None, runtime_hyperparameters=False, trainable_groups=None,
             train_signature="train") -> bytes:
     """Convert `module` to the bytes of one .tflite file.
@@ -81,9 +81,11 @@ def convert(module: Module, signatures=None, portable_checkpoints=False, nonfini
     portable_checkpoints: `save` returns every variable as an output and `restore` takes them as
     inputs, so the file uses builtin ops only (stock LiteRT runs it); otherwise they read and
     write a safetensors file at `checkpoint_path` with two custom ops.
-    nonfinite_guard: every optimizer update checks that the loss and the gradients are finite;
-    a step where they are not changes no variable (weights, slots, step count) and the signature
-    gets a bool output `step_skipped` (an optimizer's own `skip_nonfinite` overrides this).
+    nonfinite_guard (default True): every optimizer update checks that the loss and the gradients
+    are finite; a step where they are not changes no variable (weights, slots, step count) and the
+    signature gets a bool output `step_skipped` (builtin ops: LiteRT runs it too). False leaves the
+    check out (a step on an `inf` or NaN batch then writes NaN weights, possibly with a finite
+    loss); an optimizer's own `skip_nonfinite` overrides this either way.
     max_sequence_length: the capacity of the tensor lists in which a differentiated loop keeps
     each iteration's values (recurrent layers default to it); a longer sequence is an error.
     runtime_hyperparameters: every optimizer update of the author's signatures takes its

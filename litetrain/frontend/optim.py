@@ -182,6 +182,8 @@ class Optimizer(Module):
         for state, count, mask in group_steps.values():
             _MaskedUpdates(fb, mask).assign(state, ops.add(count, 1))
         fb.assign(self.iterations, ops.add(step_int, 1))
+        if guard:
+            fb.finish()
 
     def _group_step(self, fb, group, mask, group_steps):
         """The step count of a trainable group (advanced only when the group is trained, as
@@ -260,24 +262,37 @@ class _MaskedUpdates:
 
 
 class _GuardedUpdates:
-    """A FunctionBuilder whose assignments keep the old value unless every checked tensor is
-    finite: each becomes ASSIGN_VARIABLE(SELECT_V2(ok, new, old)), builtin ops that LiteRT runs."""
+    """A FunctionBuilder whose assignments are made only when every checked tensor is finite: they
+    are collected, and `finish` adds one IF whose then-branch makes them all and whose else-branch
+    does nothing. Builtin ops that LiteRT runs; a good step pays for one sum per checked tensor and
+    the IF, not for a select over every variable."""
 
     def __init__(self, fb, checked):
         self._fb = fb
-        total = None  # x * 0 is 0 for finite x and NaN for an infinity or a NaN (IEEE 754)
+        total = None  # a sum is an infinity or a NaN when a term is (or when it overflows float32)
         for t in checked:
-            s = ops.cast(ops.reduce_sum(ops.mul(t, 0.0)), "float32")
+            s = ops.cast(ops.reduce_sum(t), "float32")
             total = s if total is None else ops.add(total, s)
-        self.ok = ops.equal(total, 0.0)
+        self.ok = ops.equal(ops.mul(total, 0.0), 0.0)  # x * 0 is 0 for finite x, NaN otherwise (IEEE 754)
         skipped = ops.logical_not(self.ok)
         before = fb.reports.get("step_skipped")  # a second guarded update in the same signature
         fb.reports["step_skipped"] = skipped if before is None else ops.logical_not(
             ops.logical_and(ops.logical_not(before), self.ok))
+        self._updates = []  # (state, new value), assigned by `finish`
 
     def assign(self, state, value):
         old = self._fb.read(state)
-        self._fb.assign(state, ops.where(self.ok, self._fb.to_tensor(value, old), old))
+        self._updates.append((state, self._fb.to_tensor(value, old), old))
+
+    def finish(self):
+        """One IF picks the new values when the step is finite and the old ones otherwise (views
+        either way); each variable is then assigned what it picked."""
+        n = len(self._updates)
+        picked = ops.cond(self.ok, lambda *v: list(v[:n]), lambda *v: list(v[n:]),
+                          [new for _, new, _ in self._updates] + [old for _, _, old in self._updates],
+                          name="finite_step")
+        for (state, _, _), value in zip(self._updates, picked if n > 1 else [picked]):
+            self._fb.assign(state, value)
 
     def __getattr__(self, name):
         return getattr(self._fb, name)

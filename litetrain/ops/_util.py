@@ -61,6 +61,19 @@ def checked_dims(dims, op: str) -> list[int]:
     return dims
 
 
+def sized(dtype, dims, op: str, times: int = 1, extra: int = 0):
+    """An `allocates` rule's answer (dtype, shape, bytes) for an output of `dtype` and `dims` read
+    from tensor values: `times` the output's bytes plus `extra` working bytes, counted with Python
+    ints (no overflow); a negative dim is refused before anything is allocated."""
+    dims = tuple(int(d) for d in dims)
+    if any(d < 0 for d in dims):
+        raise ValueError(f"{op}: negative dim in shape {list(dims)}")
+    n = np.dtype(dtype).itemsize
+    for d in dims:
+        n *= d
+    return np.dtype(dtype), dims, n * times + extra
+
+
 def const_value(info, what="input"):
     """The constant data of a TensorInfo, or an error saying it must be known at conversion."""
     if info is None or info.data is None:

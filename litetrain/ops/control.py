@@ -74,7 +74,7 @@ def _while_kernel(ctx, *loop_vars, cond_subgraph_index=0, body_subgraph_index=0)
     n = len(loop_vars)
     cond = _function(ctx, cond_subgraph_index, n, 1, "while condition")
     body = _function(ctx, body_subgraph_index, n, n, "while body")
-    run = ctx.executor.run_function
+    run = ctx.run  # the call's functions share its limits (runtime/executor.py Limits)
     cond_where, body_where = f"{ctx.where} -> while condition {cond.name!r}", f"{ctx.where} -> while body {body.name!r}"
     values = list(loop_vars)
     _check_dtypes(body, values, "while body")
@@ -88,9 +88,8 @@ def _while_kernel(ctx, *loop_vars, cond_subgraph_index=0, body_subgraph_index=0)
     if direct:
         compare, attrs = get_op(node.op).kernel, dict(node.attrs)
         operands = [(spots.get(i), None if i in spots else np.asarray(cond.tensors[i].data)) for i in node.inputs]
-    # a file's condition may never turn false: the executor bounds the iterations of one loop run
-    limit = getattr(ctx.executor, "max_loop_iterations", None)
-    iterations = 0
+    # a file's condition may never turn false: the call bounds the iterations of all its loops together
+    count = ctx.limits.loop_iteration
     while True:
         c = None
         if direct:
@@ -104,11 +103,8 @@ def _while_kernel(ctx, *loop_vars, cond_subgraph_index=0, body_subgraph_index=0)
             c = _truth(c, f"while condition {cond.name!r}")
         if not c:
             return tuple(values)
-        if limit is not None and iterations >= limit:
-            raise RuntimeError(f"{ctx.where}: the while loop (body {body.name!r}) ran {limit:,} iterations and its "
-                               f"condition is still true; pass max_loop_iterations= to the Interpreter to allow more")
+        count(ctx.where, body.name)  # LoopLimitError past the call's max_loop_iterations
         values = run(body_subgraph_index, values, where=body_where, donate=True)  # the body may update in place
-        iterations += 1
 
 
 def _while_vjp(inputs, outputs, grads, needs, **attrs):
@@ -133,7 +129,7 @@ def _if_kernel(ctx, pred, *args, then_subgraph_index=0, else_subgraph_index=0):
     index = then_subgraph_index if taken else else_subgraph_index
     fn = _function(ctx, index, len(args), None, "then branch" if taken else "else branch")
     _check_dtypes(fn, args, "if branch")
-    return tuple(ctx.executor.run_function(index, list(args), where=f"{ctx.where} -> if branch {fn.name!r}"))
+    return tuple(ctx.run(index, list(args), where=f"{ctx.where} -> if branch {fn.name!r}"))
 
 
 def _if_vjp(inputs, outputs, grads, needs, **attrs):

@@ -29,7 +29,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from ..core.ir import FLOAT_DTYPES
 from ..core.registry import OPS, Builtin, Custom, defop
 from ..core.trace import builder_of
-from ._util import fused, static_shape
+from ._util import fused, sized, static_shape
 from .api import (batch_matmul, concat, conv_2d, depthwise_conv_2d, gather, greater, less, logical_and, mul, pad,
                   reduce_sum, reshape, shape_of, slice_, strided_slice, transpose, transpose_conv, where,
                   zeros_like)
@@ -401,6 +401,7 @@ def _tconv_vjp(inputs, outputs, grads, padding="SAME", stride_w=1, stride_h=1, f
 
 
 defop("transpose_conv", infer=_tconv_infer, kernel=_tconv_kernel, vjp=_tconv_vjp, num_inputs=(3, 4),
+      allocates=lambda shape, w, x, b=None, **_: sized(np.result_type(x, w), np.asarray(shape).reshape(-1), "transpose_conv"),
       attrs={"padding": "SAME", "stride_w": 1, "stride_h": 1, "fused_activation_function": "NONE"},
       tflite=Builtin("TRANSPOSE_CONV", "TransposeConvOptions",
                      {"padding": "padding", "stride_w": "int", "stride_h": "int",

@@ -12,7 +12,7 @@ import numpy as np
 from ..core.ir import format_shape
 from ..core.registry import NOT_DIFFERENTIABLE, Builtin, defop
 from ..core.trace import builder_of
-from ._util import checked_dims, const_value, normalize_axes
+from ._util import checked_dims, const_value, normalize_axes, sized
 from .api import (arange, batch_matmul, cast, dynamic_update_slice, gather, gather_nd, maximum, minimum, one_hot,
                   reshape, scatter_nd, shape_of, sub, zeros_like)
 from .shape import _prod, _reshape_like, _static_shape_input
@@ -80,8 +80,15 @@ def _one_hot_kernel(idx, depth, on, off, axis=-1):
     return np.where(hot, on.reshape(()), off.reshape(()))
 
 
+def _one_hot_allocates(idx, depth, on, off, axis=-1):
+    """The output and the bool mask the kernel compares first (one byte an element)."""
+    d = int(np.asarray(depth).reshape(()))
+    dtype, dims, n = sized(on.dtype, [*idx.shape, d], "one_hot")
+    return dtype, dims, n + n // max(1, dtype.itemsize) + 8 * max(d, 0)
+
+
 defop("one_hot", infer=_one_hot_infer, kernel=_one_hot_kernel, vjp=NOT_DIFFERENTIABLE, num_inputs=(4, 4),
-      attrs={"axis": -1}, tflite=Builtin("ONE_HOT", "OneHotOptions", {"axis": "int"}))
+      attrs={"axis": -1}, allocates=_one_hot_allocates, tflite=Builtin("ONE_HOT", "OneHotOptions", {"axis": "int"}))
 
 
 INDEX_DTYPES = ("int32", "int64")
@@ -234,4 +241,5 @@ def _scatter_nd_vjp(inputs, outputs, grads):
 
 
 defop("scatter_nd", infer=_scatter_nd_infer, kernel=_scatter_nd_kernel, vjp=_scatter_nd_vjp, num_inputs=(3, 3),
+      allocates=lambda idx, updates, shape: sized(updates.dtype, np.asarray(shape).reshape(-1), "scatter_nd"),
       tflite=Builtin("SCATTER_ND", "ScatterNdOptions"))

@@ -6,7 +6,7 @@ import numpy as np
 from ..core.ir import FLOAT_DTYPES
 from ..core.registry import OPS, Builtin, defop
 from ..core.trace import builder_of
-from ._util import static_shape
+from ._util import sized, static_shape
 from .api import batch_matmul, reduce_sum, reshape, transpose
 
 
@@ -99,7 +99,19 @@ def _resize_vjp(inputs, outputs, grads, align_corners=False, half_pixel_centers=
     return [transpose(g, [0, 3, 2, 1]), None]
 
 
-defop("resize_bilinear", infer=_resize_infer, kernel=_resize_kernel, vjp=_resize_vjp,
+def _resize_allocates(times):
+    """The output `times` over (the kernel's temporaries of its size) and the rows it gathers first."""
+    def allocates(x, size, align_corners=False, half_pixel_centers=False):
+        hw = [int(v) for v in np.asarray(size).reshape(-1)]
+        if x.ndim != 4 or len(hw) != 2:  # the kernel says what is wrong
+            return x.dtype, x.shape, 0
+        n, _, w, c = x.shape
+        rows = sized(x.dtype, [n, hw[0], w, c], "resize")[2]
+        return sized(x.dtype, [n, hw[0], hw[1], c], "resize", times=times, extra=rows)
+    return allocates
+
+
+defop("resize_bilinear", infer=_resize_infer, kernel=_resize_kernel, vjp=_resize_vjp, allocates=_resize_allocates(4),
       attrs={"align_corners": False, "half_pixel_centers": False}, num_inputs=(2, 2),
       tflite=Builtin("RESIZE_BILINEAR", "ResizeBilinearOptions",
                      {"align_corners": "bool", "half_pixel_centers": "bool"}))
@@ -161,6 +173,7 @@ def _nearest_vjp(inputs, outputs, grads, align_corners=False, half_pixel_centers
 
 
 defop("resize_nearest_neighbor", infer=_nearest_infer, kernel=_nearest_kernel, vjp=_nearest_vjp,
+      allocates=_resize_allocates(2),
       attrs={"align_corners": False, "half_pixel_centers": False}, num_inputs=(2, 2),
       tflite=Builtin("RESIZE_NEAREST_NEIGHBOR", "ResizeNearestNeighborOptions",
                      {"align_corners": "bool", "half_pixel_centers": "bool"}))

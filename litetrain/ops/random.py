@@ -18,6 +18,7 @@ import os
 import numpy as np
 
 from ..core.registry import NOT_DIFFERENTIABLE, Builtin, defop
+from ._util import sized
 
 PHILOX_M = (0xD2511F53, 0xCD9E8D57)
 PHILOX_W = (0x9E3779B9, 0xBB67AE85)
@@ -68,10 +69,15 @@ def _as_int32(v: int) -> int:
     return v - (1 << 32) if v >= 1 << 31 else v
 
 
+CHUNK_BLOCKS = 1 << 16  # Philox blocks drawn at once: the working memory stays a few MB whatever the shape
+
+
 def _random_uniform_kernel(ctx, shape, seed=0, seed2=0):
     dims = _shape_of(shape)
     seed, seed2 = _as_int32(seed), _as_int32(seed2)
-    n = int(np.prod(dims, dtype=np.int64))
+    n = 1
+    for d in dims:
+        n *= d
     streams = ctx.executor.random_streams
     key = (ctx.where, int(seed), int(seed2))
     rng = streams.get(key)
@@ -81,8 +87,15 @@ def _random_uniform_kernel(ctx, shape, seed=0, seed2=0):
         else:
             s, s2 = seed, seed2
         rng = streams[key] = Philox(s, s2)
-    words = rng.blocks(-(-n // 4)).reshape(-1)[:n]
-    return uint32_to_unit_float(words).reshape(dims)
+    out = np.empty(n, np.float32)
+    for start in range(0, n, 4 * CHUNK_BLOCKS):  # the same words as one draw of every block
+        count = min(4 * CHUNK_BLOCKS, n - start)
+        out[start:start + count] = uint32_to_unit_float(rng.blocks(-(-count // 4)).reshape(-1)[:count])
+    return out.reshape(dims)
+
+
+def _random_uniform_allocates(shape, seed=0, seed2=0):
+    return sized(np.float32, _shape_of(shape), "random_uniform")
 
 
 def _random_uniform_infer(attrs, inputs):
@@ -100,5 +113,5 @@ def _random_uniform_infer(attrs, inputs):
 
 
 defop("random_uniform", infer=_random_uniform_infer, kernel=_random_uniform_kernel, vjp=NOT_DIFFERENTIABLE,
-      attrs={"seed": 0, "seed2": 0}, stateful=True, num_inputs=(1, 1),
+      attrs={"seed": 0, "seed2": 0}, stateful=True, num_inputs=(1, 1), allocates=_random_uniform_allocates,
       tflite=Builtin("RANDOM_UNIFORM", "RandomOptions", {"seed": "int", "seed2": "int"}))

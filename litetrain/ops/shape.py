@@ -7,7 +7,7 @@ import numpy as np
 from ..core.ir import format_shape
 from ..core.registry import NOT_DIFFERENTIABLE, Builtin, defop
 from ..core.trace import builder_of
-from ._util import checked_dims, const_value, no_fused_activation, normalize_axes, static_shape, unbroadcast
+from ._util import checked_dims, const_value, no_fused_activation, normalize_axes, sized, static_shape, unbroadcast
 from .api import pad, reduce_sum, reshape, scatter_nd, shape_of, slice_, transpose
 
 
@@ -140,6 +140,7 @@ def _broadcast_to_infer(attrs, inputs):
 defop("broadcast_to", infer=_broadcast_to_infer,
       kernel=lambda x, shape: np.broadcast_to(x, checked_dims(shape, "broadcast_to")).copy(),
       vjp=lambda i, o, g: [unbroadcast(g[0], i[0]), None], num_inputs=(2, 2),
+      allocates=lambda x, shape: sized(x.dtype, np.asarray(shape).reshape(-1), "broadcast_to"),
       tflite=Builtin("BROADCAST_TO", version=2))
 
 
@@ -267,7 +268,14 @@ def _pad_kernel(x, p):
     return np.pad(x, p.tolist())
 
 
-defop("pad", infer=_pad_infer, kernel=_pad_kernel,
+def _pad_allocates(x, p):
+    p = np.asarray(p).reshape(-1, 2)
+    if p.shape[0] != x.ndim:  # the kernel says what is wrong
+        return x.dtype, x.shape, 0
+    return sized(x.dtype, [d + int(a) + int(b) for d, (a, b) in zip(x.shape, p)], "pad")
+
+
+defop("pad", infer=_pad_infer, kernel=_pad_kernel, allocates=_pad_allocates,
       vjp=_pad_vjp, num_inputs=(2, 2), tflite=Builtin("PAD", "PadOptions"))
 
 
@@ -282,6 +290,7 @@ def _fill_infer(attrs, inputs):
 
 defop("fill", infer=_fill_infer, kernel=lambda dims, v: np.full(checked_dims(dims, "fill"), v.reshape(()), dtype=v.dtype),
       vjp=lambda i, o, g: [None, _fill_value_grad(g[0], i[1])], num_inputs=(2, 2),
+      allocates=lambda dims, v: sized(v.dtype, np.asarray(dims).reshape(-1), "fill"),
       tflite=Builtin("FILL", "FillOptions"))
 
 
@@ -353,8 +362,17 @@ def _tile_vjp(inputs, outputs, grads):
     return [reshape(reduce_sum(g, list(range(0, 2 * len(shape), 2))), list(shape)), None]
 
 
+def _tile_allocates(x, m):
+    reps = [int(v) for v in np.asarray(m).reshape(-1)]
+    if len(reps) != x.ndim:  # the kernel says what is wrong
+        return x.dtype, x.shape, 0
+    if any(r < 0 for r in reps):
+        raise ValueError(f"tile: negative multiples {reps}")
+    return sized(x.dtype, [d * r for d, r in zip(x.shape, reps)], "tile")
+
+
 defop("tile", infer=_tile_infer, kernel=lambda x, m: np.tile(x, [int(v) for v in m]), vjp=_tile_vjp,
-      num_inputs=(2, 2), tflite=Builtin("TILE", "TileOptions"))
+      allocates=_tile_allocates, num_inputs=(2, 2), tflite=Builtin("TILE", "TileOptions"))
 
 
 # -- STRIDED_SLICE ----------------------------------------------------------------------------------------
@@ -448,5 +466,15 @@ def _range_kernel(start, limit, delta):
     return np.arange(s, l, d, dtype=np.asarray(start).dtype)
 
 
+def _range_allocates(start, limit, delta):
+    s, l, d = (np.asarray(v).reshape(()) for v in (start, limit, delta))
+    if d == 0:  # the kernel says what is wrong
+        return s.dtype, (0,), 0
+    span = (float(l) - float(s)) / float(d)
+    if not np.isfinite(span):
+        raise ValueError(f"range from {s} to {l} by {d} has no finite length")
+    return sized(np.asarray(start).dtype, [max(0, int(np.ceil(span)))], "range")
+
+
 defop("range", infer=_range_infer, kernel=_range_kernel, vjp=NOT_DIFFERENTIABLE, num_inputs=(3, 3),
-      tflite=Builtin("RANGE", "RangeOptions"))
+      allocates=_range_allocates, tflite=Builtin("RANGE", "RangeOptions"))

@@ -94,12 +94,14 @@ def _read(variables, name, out, frees):
 
 
 def _assign(executor, name, value_slot, frees):
-    variables = executor.variables
+    variables = executor.variables  # (the step reaches the executor through its call: a closure
+    # holding the executor would make a cycle through its plans, and a dropped interpreter would
+    # stay in memory until the garbage collector's next full pass)
 
     def step(slots, call):
         value = slots[value_slot]
         # an array the call made is stored as is; the caller's arrays are copied
-        variables.assign(name, value, owned=not any(value is a for a in executor._callers))
+        variables.assign(name, value, owned=not any(value is a for a in call.executor._callers))
         for i in frees:
             slots[i] = None
     return step

@@ -6,19 +6,28 @@ freed after it runs. Running a plan is a short loop over those steps. Calls are 
 variable's array is never changed once stored (a call stores new arrays), so restoring the
 store's dictionary undoes a failed call exactly; an array a call made itself is stored without a
 copy, and marked read-only.
+
+A call is bounded (`Limits`, one per call, shared by every function it runs: loop bodies, branches,
+the init function): its while loops may run `max_loop_iterations` iterations in all, nested loops
+included, and the ops whose output size comes from tensor values (FILL, TILE, RANGE, ...: an op's
+`allocates` in the registry) may allocate `memory_budget` bytes in all, checked before each one
+allocates; a plan refuses a tensor over the budget when its shape is known at plan time.
 """
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
 
 from .. import ops  # noqa: F401  (registers the op families whose kernels run)
 from ..core.ir import Program, format_shape, numpy_dtype
+from ..core.registry import OPS
 from ..ops.checkpoint import CheckpointError
 from . import threads
-from .plan import Plan, build_plan
+from .plan import OverBudget, Plan, build_plan
 from .bind import OutputCountError, bind_step
+from .steps import PURE, STATEFUL
 
 MAX_PLANS_PER_FUNCTION = 8  # input shapes remembered per function (the least recently used go)
 
@@ -35,6 +44,19 @@ class CheckpointCallError(ExecutionError, CheckpointError):
 class NonFiniteError(ExecutionError):
     """A call left a float variable with an infinity or a NaN while the interpreter's
     `nonfinite_check` was on; the call was undone. Names the variables."""
+
+
+class LoopLimitError(ExecutionError):
+    """A call's while loops ran more iterations in all than the interpreter's `max_loop_iterations`
+    (every iteration of every loop of the call counts, nested loops and loops in branches too); the
+    call was undone. Names the loop."""
+
+
+class MemoryBudgetError(ExecutionError):
+    """An op would allocate past the call's `memory_budget`: one whose output size comes from tensor
+    values (FILL, TILE, RANGE, ...; their outputs in one call are summed) or any op whose output
+    alone is over the budget. Checked before allocating; the call was undone. Names the op, the
+    output's dtype and shape, and the bytes against the budget."""
 
 
 class VariableStore:
@@ -73,25 +95,74 @@ class VariableStore:
         self.values, self.initialized = dict(snap[0]), set(snap[1])
 
 
-class RunContext:
-    """What stateful kernels see: the variable store and a way to run other functions."""
+# A hostile file's loop condition may never turn false; a million iterations in one call (all its
+# loops together) is far beyond any sequence or training loop a model file carries, and stops such a
+# file within seconds.
+DEFAULT_MAX_LOOP_ITERATIONS = 1_000_000
+MEMORY_BUDGET_CAP = 2 << 30  # the default budget: 2 GiB, or half the physical memory when that is less
+FOLD_BYTES = 64 << 20  # what the plans of one executor may fold to constants, together
 
-    def __init__(self, executor: "Executor", where: str):
+
+def default_memory_budget() -> int:
+    """min(2 GiB, half the machine's physical memory); 2 GiB where the memory cannot be read."""
+    try:
+        physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return MEMORY_BUDGET_CAP
+    return min(MEMORY_BUDGET_CAP, physical // 2) if physical > 0 else MEMORY_BUDGET_CAP
+
+
+DEFAULT_MEMORY_BUDGET = default_memory_budget()
+
+
+class Limits:
+    """What one call may spend, shared by every function it runs (loop bodies, branches, the init
+    function): while-loop iterations, and bytes of the outputs of value-sized ops (None: no bound)."""
+    __slots__ = ("iterations", "bytes", "max_iterations", "max_bytes")
+
+    def __init__(self, max_iterations=DEFAULT_MAX_LOOP_ITERATIONS, max_bytes=DEFAULT_MEMORY_BUDGET):
+        self.iterations, self.bytes = 0, 0
+        self.max_iterations, self.max_bytes = max_iterations, max_bytes
+
+    def loop_iteration(self, where: str, body: str) -> None:
+        """Count one iteration of a while loop (its kernel calls this before each run of the body)."""
+        self.iterations += 1
+        if self.max_iterations is not None and self.iterations > self.max_iterations:
+            raise LoopLimitError(f"{where}: this call's while loops ran {self.max_iterations:,} iterations in all "
+                                 f"and the loop with body {body!r} would run another (max_loop_iterations counts "
+                                 "every iteration of every loop of one call, nested loops too); the call was "
+                                 "undone. Pass max_loop_iterations= to the Interpreter to allow more")
+
+    def charge(self, nbytes: int, what) -> None:
+        """Take `nbytes` from the budget before they are allocated; `what()` names the op and its output."""
+        if self.max_bytes is not None and self.bytes + nbytes > self.max_bytes:
+            raise MemoryBudgetError(
+                f"{what()} would allocate {nbytes:,} bytes, over this call's memory budget: {self.bytes:,} of "
+                f"{self.max_bytes:,} bytes taken (the outputs of ops sized by tensor values are summed over a "
+                "call); the call was undone. Pass memory_budget= (bytes, or None) to the Interpreter to change it")
+        self.bytes += nbytes
+
+
+class RunContext:
+    """What stateful kernels see: the variable store, a way to run other functions, and the call's
+    limits (which the functions they run share)."""
+
+    def __init__(self, executor: "Executor", where: str, limits: Limits):
         self.executor = executor
         self.variables = executor.variables
         self.where = where
+        self.limits = limits
+
+    def run(self, index: int, args, where: str, donate: bool = False):
+        """Run function `index` within this call (its loops and allocations count against its limits)."""
+        return self.executor.run_function(index, args, where=where, donate=donate, limits=self.limits)
 
     def call_once(self, index: int):
         if index in self.variables.initialized:
             return None
-        self.executor.run_function(index, [], where=f"{self.where} -> init subgraph {index}")
+        self.run(index, [], where=f"{self.where} -> init subgraph {index}")
         self.variables.initialized.add(index)
         return None
-
-
-# A hostile file's loop condition may never turn false; a million iterations is far beyond any
-# sequence or training loop a model file carries, and stops such a file within seconds.
-DEFAULT_MAX_LOOP_ITERATIONS = 1_000_000
 
 
 class Executor:
@@ -108,7 +179,9 @@ class Executor:
         self.lock = threading.RLock()
         self.nonfinite_check = False  # undo a call that leaves a float variable non-finite
         self.strict_checkpoints = False  # restore refuses a checkpoint without a checksum
-        self.max_loop_iterations = DEFAULT_MAX_LOOP_ITERATIONS  # per run of one while loop; None: no bound
+        self.max_loop_iterations = DEFAULT_MAX_LOOP_ITERATIONS  # per call, all loops together; None: no bound
+        self.memory_budget = DEFAULT_MEMORY_BUDGET  # bytes per call (Limits); None: no bound
+        self._fold_left = FOLD_BYTES  # what new plans may still fold to constants
         self.random_streams: dict = {}  # generators of random ops (ops/random.py), by signature and seeds
         self._callers: tuple = ()  # the arrays the running call was given (never stored without a copy)
         self.keep_values = False  # keep every value of a run in last_values[function] (nothing freed)
@@ -126,17 +199,31 @@ class Executor:
         plan = plans.get(shapes)
         if plan is None:
             if len(plans) >= MAX_PLANS_PER_FUNCTION:
-                plans.pop(next(iter(plans)))
-            plan = plans[shapes] = build_plan(self.program, index, shapes, self.optimize, free=not self.keep_values)
+                self._fold_left += plans.pop(next(iter(plans))).folded_bytes
+            budget = self.memory_budget
+            try:
+                plan = build_plan(self.program, index, shapes, self.optimize, free=not self.keep_values,
+                                  max_bytes=budget, fold_bytes=min(self._fold_left, budget or FOLD_BYTES))
+            except OverBudget as e:
+                raise MemoryBudgetError(f"function {fn.name!r}: {e}; pass memory_budget= (bytes, or None) to the "
+                                        "Interpreter to change it") from None
+            self._fold_left -= plan.folded_bytes
+            plans[shapes] = plan
         elif len(plans) > 1 and next(reversed(plans)) != shapes:  # most recently used last
             plans[shapes] = plans.pop(shapes)
         return plan
 
-    def run_function(self, index: int, args, where: str = "", donate: bool = False):
+    def run_function(self, index: int, args, where: str = "", donate: bool = False, limits: Limits | None = None):
         """Run function `index` on `args` (arrays in the function's input order); returns the
         values of its outputs. `donate`: args is a list the caller gives up (it is emptied), so
-        that a step may write into an input's buffer that nothing else holds (a loop's lists)."""
-        plan = self.plan(index, args)
+        that a step may write into an input's buffer that nothing else holds (a loop's lists).
+        `limits`: those of the call this run belongs to (None: a new call, with the executor's)."""
+        if limits is None:
+            limits = Limits(self.max_loop_iterations, self.memory_budget)
+        try:
+            plan = self.plan(index, args)
+        except MemoryBudgetError as e:
+            raise MemoryBudgetError(f"while planning {where or self.program.functions[index].name}: {e}") from None
         bound = plan.bound if plan.bound is not None else self._bind(plan)
         slots = plan.template.copy()
         for i, value in zip(plan.inputs, args):
@@ -144,7 +231,7 @@ class Executor:
         value = None  # (holding the last argument would keep a step from writing into it)
         if donate:
             args.clear()
-        call = _Call(self, where or plan.function.name)
+        call = _Call(self, where or plan.function.name, limits)
         n = -1
         try:
             for n, step in enumerate(bound):
@@ -160,8 +247,9 @@ class Executor:
         return [slots[i] for i in plan.outputs]
 
     def _bind(self, plan):
-        """The plan's steps as closures over their slots (a pre-bound sequence of kernel calls)."""
-        plan.bound = [bind_step(step, self) for step in plan.steps]
+        """The plan's steps as closures over their slots (a pre-bound sequence of kernel calls); the
+        step of an op sized by tensor values first takes its bytes from the call's memory budget."""
+        plan.bound = [_charging(bind_step(step, self), step, plan.function) for step in plan.steps]
         return plan.bound
 
     def _failure(self, e, step, slots, plan, where):
@@ -204,17 +292,35 @@ class Executor:
 
 
 class _Call:
-    """One run of a function: where it runs (for errors and random streams) and, made when a
-    stateful kernel first needs it, the RunContext those kernels get."""
-    __slots__ = ("executor", "where", "_ctx")
+    """One run of a function: where it runs (for errors and random streams), the limits of the call
+    it belongs to (shared with the functions it runs) and, made when a stateful kernel first needs
+    it, the RunContext those kernels get."""
+    __slots__ = ("executor", "where", "limits", "_ctx")
 
-    def __init__(self, executor, where):
-        self.executor, self.where, self._ctx = executor, where, None
+    def __init__(self, executor, where, limits):
+        self.executor, self.where, self.limits, self._ctx = executor, where, limits, None
 
     def ctx(self):
         if self._ctx is None:
-            self._ctx = RunContext(self.executor, self.where)
+            self._ctx = RunContext(self.executor, self.where, self.limits)
         return self._ctx
+
+
+def _charging(run, step, fn):
+    """`run`, preceded by taking the bytes its op will allocate from the call's memory budget, when
+    the op's output size comes from tensor values (its `allocates` rule, ops/); else `run` itself."""
+    kind, ins, node = step[1], step[2], step[5]
+    sizes = getattr(OPS.get(getattr(node, "op", None)), "allocates", None) if kind in (PURE, STATEFUL) else None
+    if sizes is None:
+        return run
+    attrs = node.attrs
+
+    def step(slots, call):
+        dtype, shape, nbytes = sizes(*[None if i < 0 else slots[i] for i in ins], **attrs)
+        call.limits.charge(nbytes, lambda: f"{call.where}: node {_position(fn, node)} {node.op.upper()} "
+                                           f"[output {np.dtype(dtype).name}{format_shape(shape)}]")
+        run(slots, call)
+    return step
 
 
 def _position(fn, node):

@@ -12,7 +12,7 @@ import numpy as np
 from ..core.ir import Program, numpy_dtype
 from ..ops.checkpoint import read_regular_file
 from ..tflite import InvalidModelError, read_model
-from .executor import DEFAULT_MAX_LOOP_ITERATIONS, ExecutionError, Executor, coerce_input
+from .executor import DEFAULT_MAX_LOOP_ITERATIONS, DEFAULT_MEMORY_BUDGET, ExecutionError, Executor, coerce_input
 from .threads import check_threads
 
 
@@ -33,6 +33,7 @@ class SignatureError(ValueError):
 
 def _details(fn, index, shape=None):
     info = fn.tensors[index]
+    q = info.quant
     sig = [-1 if d is None else d for d in info.shape]
     if shape is None:
         shape = [1 if d is None else d for d in info.shape]
@@ -41,11 +42,42 @@ def _details(fn, index, shape=None):
         "shape": np.asarray(shape, np.int32), "shape_signature": np.asarray(sig, np.int32),
         "dtype": np.bytes_ if info.dtype == "string" else (
             numpy_dtype(info.dtype).type if info.dtype not in ("resource", "variant") else None),
-        "quantization": (0.0, 0),
-        "quantization_parameters": {"scales": np.zeros(0, np.float32), "zero_points": np.zeros(0, np.int32),
-                                    "quantized_dimension": 0},
+        # TensorFlow Lite's forms: (scale, zero point) for a per-tensor quantization, (0.0, 0) otherwise
+        "quantization": (float(q.scale[0]), int(q.zero_point[0])) if q is not None and len(q.scale) == 1
+        else (0.0, 0),
+        "quantization_parameters": {"scales": np.asarray(q.scale if q else (), np.float32),
+                                    "zero_points": np.asarray(q.zero_point if q else (), np.int32),
+                                    "quantized_dimension": q.axis if q else 0},
         "sparsity_parameters": {},
     }
+
+
+def _updates_variables(program: Program, index: int) -> bool:
+    """Whether function `index`, or one it runs (loop bodies, branches; not the initializer a
+    CALL_ONCE runs), assigns a variable."""
+    seen, todo = set(), [index]
+    while todo:
+        k = todo.pop()
+        if k in seen or not 0 <= k < len(program.functions):
+            continue
+        seen.add(k)
+        for node in program.functions[k].nodes:
+            if node.op == "assign_variable":
+                return True
+            if node.op != "call_once":
+                todo.extend(v for a, v in node.attrs.items() if a.endswith("_subgraph_index") and isinstance(v, int))
+    return False
+
+
+def _refuse_empty_batch(where: str, named_args) -> None:
+    """An empty batch (0 rows in an input whose first dim the file leaves open) given to a signature
+    that updates variables is refused before anything runs: a step on no data has a loss of 0 / 0 and
+    would change the weights (or, guarded, be skipped) with nothing learned. Skip empty batches."""
+    for name, shape, value in named_args:
+        if shape and shape[0] is None and np.ndim(value) and np.shape(value)[0] == 0:
+            raise SignatureError(f"{where} input {name!r} is an empty batch (shape {list(np.shape(value))}): this "
+                                 "signature updates variables, and a step on 0 rows would have a NaN loss; the call "
+                                 "was refused and changed nothing. Skip empty batches before calling")
 
 
 def _result(value):
@@ -65,6 +97,7 @@ class SignatureRunner:
         # built once: (input name, dtype, shape) in the function's input order
         self._inputs = [(names[i], self._fn.tensors[i].dtype, self._fn.tensors[i].shape) for i in self._fn.inputs]
         self._outputs = [(name, self._fn.outputs.index(i)) for name, i in self._sig.outputs.items()]
+        self._trains = _updates_variables(interpreter._program, self._sig.function)  # refuses empty batches
 
     def __call__(self, **inputs):
         sig = self._sig
@@ -82,6 +115,8 @@ class SignatureRunner:
                 args.append(coerce_input(value, dtype, shape, f"signature {sig.key!r} input {name!r}"))
             except (TypeError, ValueError) as e:
                 raise SignatureError(str(e)) from None
+        if self._trains:
+            _refuse_empty_batch(f"signature {sig.key!r}", [(n, shape, a) for (n, _, shape), a in zip(self._inputs, args)])
         try:
             return self._interpreter._executor.run_transaction(
                 sig.function, args, where=f"signature {sig.key!r}",
@@ -114,7 +149,9 @@ class Interpreter:
 
     The file is untrusted: a bad one raises InvalidModelError (UnsupportedOpError for operators
     litetrain lacks). A signature call raises only SignatureError (bad inputs) or ExecutionError
-    (a kernel failed, a checkpoint was refused, ...), and then every variable is as it was.
+    (a kernel failed, a checkpoint was refused, ...), and then every variable is as it was. A
+    signature that updates variables refuses an empty batch (0 rows in an input whose first dim is
+    open) with SignatureError before running: a step on no data has a NaN loss.
     Calls from several threads are serialised.
 
     TensorFlow Lite's arguments: num_threads is the number of threads NumPy's BLAS may use during a
@@ -128,26 +165,33 @@ class Interpreter:
     Options beyond TensorFlow Lite's: nonfinite_check: a call that leaves a float variable with an
     infinity or a NaN is undone and raises NonFiniteError (an ExecutionError). strict_checkpoints:
     restore refuses a checkpoint that carries no checksum (one not written by litetrain).
-    max_loop_iterations: one run of a while loop may take at most this many iterations (default a
-    million; None for no bound), so that a file whose loop condition never turns false raises
-    ExecutionError instead of hanging. optimize: False runs every node's own kernel, without the
-    plan's folding, fused kernels and in-place work (the reference path those are tested against)."""
+    max_loop_iterations: the while loops of one call may take at most this many iterations in all,
+    nested loops and loops in branches included (default a million; None for no bound), so that a
+    file whose loop condition never turns false, or a loop inside a loop, raises LoopLimitError (an
+    ExecutionError) instead of hanging. memory_budget: the bytes one call may allocate through ops
+    whose output size comes from tensor values (FILL, BROADCAST_TO, PAD, TILE, RANGE, ONE_HOT,
+    SCATTER_ND, RESIZE_*, RANDOM_UNIFORM, TRANSPOSE_CONV), summed over the call and checked before
+    each allocates; an op whose single output is larger than the budget is refused too (when the
+    plan knows its shape). Default: 2 GiB, or half the physical memory when that is less; None for no
+    bound. Past it a call raises MemoryBudgetError (an ExecutionError) naming the op, its output
+    and the bytes. optimize: False runs every node's own kernel, without the plan's folding, fused
+    kernels and in-place work (the reference path those are tested against)."""
 
     def __init__(self, model_path=None, model_content=None, experimental_delegates=None, num_threads=None,
                  experimental_op_resolver_type=None, experimental_preserve_all_tensors=False,
                  experimental_disable_delegate_clustering=False, experimental_default_delegate_latest_features=False,
                  experimental_compress_quantization_zero_points=False, experimental_disable_delegate_node_fusion=False,
                  experimental_force_delegate_node_profiling=False, *, nonfinite_check=False, strict_checkpoints=False,
-                 max_loop_iterations=DEFAULT_MAX_LOOP_ITERATIONS, optimize=True):
+                 max_loop_iterations=DEFAULT_MAX_LOOP_ITERATIONS, memory_budget=DEFAULT_MEMORY_BUDGET, optimize=True):
         if (model_path is None) == (model_content is None):
             raise ValueError("give exactly one of model_path and model_content")
         if experimental_delegates:
             raise ValueError("litetrain runs its own NumPy kernels and takes no delegates: leave "
                              "experimental_delegates out (TensorFlow Lite's delegates need TensorFlow Lite)")
         threads = check_threads(num_threads)
-        if max_loop_iterations is not None and (isinstance(max_loop_iterations, bool) or
-                                                not isinstance(max_loop_iterations, int) or max_loop_iterations < 1):
-            raise ValueError(f"max_loop_iterations must be a positive int or None, got {max_loop_iterations!r}")
+        for name, value in (("max_loop_iterations", max_loop_iterations), ("memory_budget", memory_budget)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive int or None, got {value!r}")
         if model_path is not None:
             model_content = _read_model_file(model_path)
         self._preserve = bool(experimental_preserve_all_tensors)
@@ -157,11 +201,13 @@ class Interpreter:
         self._executor.nonfinite_check = bool(nonfinite_check)
         self._executor.strict_checkpoints = bool(strict_checkpoints)
         self._executor.max_loop_iterations = max_loop_iterations
+        self._executor.memory_budget = memory_budget
 
     def _setup(self, program: Program, optimize: bool, threads: int):
         self._program = program
         self._executor = Executor(program, optimize=bool(optimize), num_threads=threads)
         self._main = program.functions[0] if program.functions else None
+        self._main_trains = self._main is not None and _updates_variables(program, 0)
         self._input_shapes, self._tensors, self._allocated = {}, {}, False
 
     @classmethod
@@ -254,6 +300,9 @@ class Interpreter:
         missing = [i for i in self._main.inputs if i not in self._tensors]
         if missing:
             raise ValueError(f"inputs {missing} were not set")
+        if self._main_trains:
+            _refuse_empty_batch("invoke()", [(self._main.tensors[i].name, self._main.tensors[i].shape, self._tensors[i])
+                                             for i in self._main.inputs])
         outs = self._executor.run_transaction(0, [self._tensors[i] for i in self._main.inputs], where="invoke")
         self._tensors.update(zip(self._main.outputs, outs))
 

@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.ir import Function, Program, TensorInfo, numpy_dtype
+from ..core.ir import Function, Program, TensorInfo, format_shape, numpy_dtype
 from ..core.registry import get_op
 from . import fusion, inplace
 from .steps import Node, step_of_node
 
 FOLD_LIMIT = 1 << 16  # fold a node whose outputs have at most this many elements
 
+
+class OverBudget(Exception):
+    """A node's output, its shape known at plan time, is larger than the whole memory budget."""
 
 
 class Plan:
@@ -38,31 +41,67 @@ class Plan:
         self.inputs = inputs
         self.outputs = outputs
         self.bound = None  # the steps as closures, made by the executor at the first run (None again after a change)
+        self.folded_bytes = 0  # the bytes of the values folded to constants (held as long as the plan)
 
 
-def build_plan(program: Program, index: int, shapes, optimize: bool = True, free: bool = True) -> Plan:
+def build_plan(program: Program, index: int, shapes, optimize: bool = True, free: bool = True,
+               max_bytes: int | None = None, fold_bytes: int = 64 << 20) -> Plan:
     """The plan of function `index` for inputs of `shapes` (a tuple; None for an input whose shape
-    is not known, a resource handle say). `free=False` keeps every value to the end of the run."""
+    is not known, a resource handle say). `free=False` keeps every value to the end of the run.
+    `max_bytes`: the memory budget; a node whose output's shape, known here, is larger raises
+    OverBudget. `fold_bytes`: the most bytes the folded values may take together (the nodes past it
+    run at call time, where the budget checks them)."""
     fn = program.functions[index]
     infos = [TensorInfo(t.name, t.dtype, tuple(t.shape), t.data) for t in fn.tensors]
     for i, shape in zip(fn.inputs, shapes):
         if shape is not None and len(shape) == len(infos[i].shape):
             infos[i] = TensorInfo(infos[i].name, infos[i].dtype, tuple(shape), None)
-    nodes = _specialise(fn, infos) if optimize else [Node(n, [None if i < 0 else infos[i] for i in n.inputs],
-                                                          [infos[o] for o in n.outputs]) for n in fn.nodes]
+    budget = _Budget(max_bytes, fold_bytes)
+    nodes = _specialise(fn, infos, budget) if optimize else [
+        Node(n, [None if i < 0 else infos[i] for i in n.inputs], [infos[o] for o in n.outputs]) for n in fn.nodes]
     steps = fusion.apply(nodes, fn, infos) if optimize else [step_of_node(n, infos) for n in nodes]
     steps = _with_frees(steps, fn, infos) if free else [s[:4] + ((),) + s[5:] for s in steps]
     if optimize:
         steps = inplace.mark(steps, fn, infos)
     template = [info.data for info in infos]
-    return Plan(fn, template, steps, tuple(fn.inputs), tuple(fn.outputs))
+    plan = Plan(fn, template, steps, tuple(fn.inputs), tuple(fn.outputs))
+    plan.folded_bytes = budget.folded
+    return plan
+
+
+class _Budget:
+    """The memory budget at plan time: the largest output allowed, and what folding may still take."""
+
+    def __init__(self, max_bytes, fold_bytes):
+        self.max_bytes, self.fold_left, self.folded = max_bytes, fold_bytes, 0
+
+    def check(self, k, node, specs):
+        """Raise OverBudget when an output of node k, its shape fully known, is over the budget."""
+        if self.max_bytes is None:
+            return
+        for dtype, shape in specs:
+            n = _nbytes(dtype, shape)
+            if n is not None and n > self.max_bytes:
+                raise OverBudget(f"node {k} {node.op.upper()} [output {dtype}{format_shape(shape)}] would allocate "
+                                 f"{n:,} bytes, more than the whole memory budget of {self.max_bytes:,} bytes")
+
+
+def _nbytes(dtype, shape):
+    """The bytes of a tensor of `dtype` and `shape` (Python ints: no overflow), or None when unknown."""
+    if None in shape or dtype in ("resource", "variant", "string"):
+        return None
+    n = numpy_dtype(dtype).itemsize
+    for d in shape:
+        n *= int(d)
+    return n
 
 
 # -- 1 and 2: shapes and folding --------------------------------------------------------------------
-def _specialise(fn: Function, infos: list) -> list:
-    """The nodes left after folding, with infos updated in place (shapes, folded constants)."""
+def _specialise(fn: Function, infos: list, budget: _Budget) -> list:
+    """The nodes left after folding, with infos updated in place (shapes, folded constants); refuses
+    an output over the memory budget."""
     kept = []
-    for node in fn.nodes:
+    for k, node in enumerate(fn.nodes):
         opdef = get_op(node.op)
         ins = [None if i < 0 else infos[i] for i in node.inputs]
         if node.op == "var_handle":  # its output is the variable's name
@@ -71,10 +110,13 @@ def _specialise(fn: Function, infos: list) -> list:
         if not opdef.stateful:
             specs = _infer(opdef, node, ins)
             if specs is not None:
+                budget.check(k, node, specs)
                 for o, (dtype, shape) in zip(node.outputs, specs):
                     infos[o] = TensorInfo(infos[o].name, dtype, tuple(shape), None)
-                if _fold(opdef, node, ins, infos):
+                if _fold(opdef, node, ins, infos, budget):
                     continue
+        elif opdef.allocates is not None:  # a value-sized stateful op (RANDOM_UNIFORM): its declared outputs
+            budget.check(k, node, [(infos[o].dtype, infos[o].shape) for o in node.outputs])
         kept.append(Node(node, ins, [infos[o] for o in node.outputs]))
     return kept
 
@@ -97,15 +139,17 @@ def _infer(opdef, node, ins):
     return specs
 
 
-def _fold(opdef, node, ins, infos) -> bool:
+def _fold(opdef, node, ins, infos, budget) -> bool:
     """Run the node now when its outputs are determined: SHAPE of a known shape, or every input a
-    constant and the outputs small. Returns whether it was folded."""
+    constant and the outputs small (and within what folding may still take). Returns whether it was
+    folded."""
     outs = [infos[o] for o in node.outputs]
     if node.op == "shape" and ins[0] is not None and None not in ins[0].shape:
         values = (np.asarray(ins[0].shape, dtype=numpy_dtype(node.attrs.get("out_type", "int32"))),)
     elif ins and all(t is not None and t.data is not None for t in ins) and all(
             None not in t.shape and t.dtype not in ("resource", "variant", "string") for t in outs) and sum(
-            int(np.prod(t.shape)) for t in outs) <= FOLD_LIMIT:
+            int(np.prod(t.shape)) for t in outs) <= FOLD_LIMIT and sum(
+            _nbytes(t.dtype, t.shape) for t in outs) <= budget.fold_left:
         try:
             result = opdef.kernel(*[t.data for t in ins], **node.attrs)
         except Exception:  # noqa: BLE001  (the same error comes at run time, naming the node)
@@ -121,6 +165,8 @@ def _fold(opdef, node, ins, infos) -> bool:
             return False
     for o, v in zip(node.outputs, values):
         infos[o] = TensorInfo(infos[o].name, infos[o].dtype, infos[o].shape, _constant(v))
+        budget.fold_left -= infos[o].data.nbytes if isinstance(infos[o].data, np.ndarray) else 0
+        budget.folded += infos[o].data.nbytes if isinstance(infos[o].data, np.ndarray) else 0
     return True
 
 

@@ -9,6 +9,7 @@ import numpy as np
 from ... import ops
 from ...frontend.nn.norm import normalize
 from ...ops._util import num_elements
+from ..common import conv_op
 from .graph import P, V, auto_pads, handles, same_pads
 
 _PAD_BIG = 3.0e38  # max pooling's padding value (stands for -inf)
@@ -53,22 +54,6 @@ def _spatial(ctx, x, pads, hw, kernel, stride, dilation, pad_value=None):
     return y, "VALID"
 
 
-def _conv_op(x, kernel, b, stride, tfl, dilation, groups, depthwise, cin, cout):
-    if depthwise:
-        return ops.depthwise_conv_2d(x, kernel, b, strides=stride, padding=tfl, dilations=dilation,
-                                     depth_multiplier=cout // cin)
-    if groups == 1:
-        return ops.conv_2d(x, kernel, b, strides=stride, padding=tfl, dilations=dilation)
-    cg, og = cin // groups, cout // groups
-    outs = []
-    for g in range(groups):
-        xs = ops.slice_(x, [0, 0, 0, g * cg], [-1, -1, -1, cg])
-        ks = ops.slice_(kernel, [g * og, 0, 0, 0], [og, -1, -1, -1])
-        bs = None if b is None else ops.slice_(b, [g * og], [og])
-        outs.append(ops.conv_2d(xs, ks, bs, strides=stride, padding=tfl, dilations=dilation))
-    return ops.concat(outs, 3)
-
-
 # convolution
 @handles("Conv")
 def _conv(ctx, node, x, w, b=None):
@@ -89,7 +74,7 @@ def _conv(ctx, node, x, w, b=None):
     depthwise = groups > 1 and groups == cin and cin_g == 1
     kernel = ctx.weight(w, "dw" if depthwise else "ohwi")
     bias = None if b is None else ctx.plain(b)
-    return V(_conv_op(t, kernel, bias, stride, tfl, dilation, groups, depthwise, cin, cout), True)
+    return V(conv_op(t, kernel, bias, stride, tfl, dilation, groups, depthwise, cin, cout), True)
 
 
 def _as_image(t):
@@ -119,7 +104,7 @@ def _conv1d(ctx, node, x, w, b, wshape):
     else:  # [O, 1, k, C/g]
         kernel = ops.reshape(ops.transpose(kernel, [0, 2, 1]), [cout, 1, k, cin_g])
     bias = None if b is None else ctx.plain(b)
-    y = _conv_op(image, kernel, bias, (1, stride), tfl, (1, dilation), groups, depthwise, cin, cout)
+    y = conv_op(image, kernel, bias, (1, stride), tfl, (1, dilation), groups, depthwise, cin, cout)
     return _from_image(y)
 
 

@@ -6,6 +6,7 @@ import numpy as np
 
 from ... import ops
 from ...ops._util import num_elements
+from ..common import conv_op
 from .aten import TorchImportError, _aten_name, _pair, _same_pads, _shape, _V, _where, handles
 
 _PAD_BIG = 3.0e38  # max pooling's padding value (stands for -inf)
@@ -83,26 +84,10 @@ def _conv(ctx, node, x, w, bias=None, stride=1, padding=0, dilation=1, *rest, gr
                 shift = ops.add(shift, ops.mul(b, scale))
             b = ops.add(shift, ctx.torch(beta)) if beta is not None else shift
             ctx.done.add(bn)
-            y = _conv_op(x, kernel, b, stride, tfl, dilation, groups, depthwise, cin, cout)
+            y = conv_op(x, kernel, b, stride, tfl, dilation, groups, depthwise, cin, cout)
             ctx.env[bn] = _V(y, True) if _aten_name(bn.target) == "batch_norm" else (_V(y, True), None, None)
             return _V(y, True)
-    return _V(_conv_op(x, kernel, b, stride, tfl, dilation, groups, depthwise, cin, cout), True)
-
-
-def _conv_op(x, kernel, b, stride, tfl, dilation, groups, depthwise, cin, cout):
-    if depthwise:
-        return ops.depthwise_conv_2d(x, kernel, b, strides=stride, padding=tfl, dilations=dilation,
-                                     depth_multiplier=cout // cin)
-    if groups == 1:
-        return ops.conv_2d(x, kernel, b, strides=stride, padding=tfl, dilations=dilation)
-    cg, og = cin // groups, cout // groups
-    outs = []
-    for g in range(groups):
-        xs = ops.slice_(x, [0, 0, 0, g * cg], [-1, -1, -1, cg])
-        ks = ops.slice_(kernel, [g * og, 0, 0, 0], [og, -1, -1, -1])
-        bs = None if b is None else ops.slice_(b, [g * og], [og])
-        outs.append(ops.conv_2d(xs, ks, bs, strides=stride, padding=tfl, dilations=dilation))
-    return ops.concat(outs, 3)
+    return _V(conv_op(x, kernel, b, stride, tfl, dilation, groups, depthwise, cin, cout), True)
 
 
 # batch normalisation
@@ -228,7 +213,7 @@ def _conv1d(ctx, node, x, w, bias=None, stride=1, padding=0, dilation=1, groups=
     else:  # [O, 1, k, C/g]
         kernel = ops.reshape(ops.transpose(kernel, [0, 2, 1]), [cout, 1, k, cin_g])
     b = None if bias is None else ctx.torch(bias)
-    y = _conv_op(image, kernel, b, (1, stride), tfl, (1, dilation), groups, depthwise, cin, cout)
+    y = conv_op(image, kernel, b, (1, stride), tfl, (1, dilation), groups, depthwise, cin, cout)
     return _V(ops.transpose(ops.squeeze(y, [1]), [0, 2, 1]))
 
 
