@@ -167,3 +167,26 @@ def test_training_steps_are_bit_identical_to_op_by_op(optimizer, guard):
     names, kinds = plan_steps(fast, "train")
     assert any(n.startswith("fused elementwise chain") for n in names) and "fused relu gradient" in names
     assert len(names) < len(plan_steps(slow, "train")[0])
+    if guard:  # the guard's IF hands the new or the old values on: one step, no call of a branch
+        assert "fused if handing inputs on" in names and "if" not in names
+
+
+class Branches(lt.Module):
+    @lt.signature(p=lt.TensorSpec([], "bool"), a=lt.TensorSpec([None, 3]), b=lt.TensorSpec([None, 3]))
+    def pick(self, p, a, b):
+        handed = ops.cond(p, lambda u, v: [u, v], lambda u, v: [ops.neg(u), v], [a, b])  # a branch computes
+        swapped = ops.cond(p, lambda u, v: [v, u], lambda u, v: [u, v], [b, a])  # both only hand on
+        return {"c": handed[0], "d": handed[1], "e": swapped[0], "f": swapped[1]}
+
+
+def test_an_if_is_one_step_only_when_both_branches_hand_inputs_on():
+    fast, slow = pair(lt.convert(Branches(), ["pick"]))
+    a, b = np.arange(6, dtype=np.float32).reshape(2, 3), np.array([[np.nan, -0.0, np.inf]] * 2, np.float32)
+    for p in (True, False):
+        ours = fast.get_signature_runner("pick")(p=np.bool_(p), a=a, b=b)
+        assert_same(ours, slow.get_signature_runner("pick")(p=np.bool_(p), a=a, b=b))
+        np.testing.assert_array_equal(ours["e"], a if p else b)
+        ours["e"][...] = 7  # the caller's copies: neither the inputs nor the next call see it
+        np.testing.assert_array_equal(a, np.arange(6, dtype=np.float32).reshape(2, 3))
+    names, _ = plan_steps(fast, "pick")
+    assert names.count("fused if handing inputs on") == 1 and names.count("if") == 1

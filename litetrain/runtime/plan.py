@@ -59,7 +59,7 @@ def build_plan(program: Program, index: int, shapes, optimize: bool = True, free
     budget = _Budget(max_bytes, fold_bytes)
     nodes = _specialise(fn, infos, budget) if optimize else [
         Node(n, [None if i < 0 else infos[i] for i in n.inputs], [infos[o] for o in n.outputs]) for n in fn.nodes]
-    steps = fusion.apply(nodes, fn, infos) if optimize else [step_of_node(n, infos) for n in nodes]
+    steps = fusion.apply(nodes, fn, infos, program) if optimize else [step_of_node(n, infos) for n in nodes]
     steps = _with_frees(steps, fn, infos) if free else [s[:4] + ((),) + s[5:] for s in steps]
     if optimize:
         steps = inplace.mark(steps, fn, infos)

@@ -11,16 +11,17 @@ from __future__ import annotations
 from ..steps import FUSED, step_of_node
 from .graph import Fused, Graph  # noqa: F401  (what a pattern returns)
 
-from . import activation, batchnorm, conv, depthwise, elementwise, lists, pool, recurrent
+from . import activation, batchnorm, control, conv, depthwise, elementwise, lists, pool, recurrent
 
-PATTERNS = [activation, depthwise, pool, batchnorm, lists, recurrent, conv]  # pattern modules, tried in order at every node
+PATTERNS = [activation, depthwise, pool, batchnorm, lists, recurrent, conv, control]  # pattern modules, tried in order at every node
 GENERIC = [elementwise]  # tried after every specific pattern has taken its nodes
 
 
-def apply(nodes, fn, infos) -> list:
-    """The steps of `nodes`: fused where a pattern matches, one per node elsewhere."""
-    graph = Graph(nodes, fn, infos)
-    done, fused_at = set(), {}
+def apply(nodes, fn, infos, program=None) -> list:
+    """The steps of `nodes`: fused where a pattern matches, one per node elsewhere. `program`:
+    the functions that IF nodes run (their branches)."""
+    graph = Graph(nodes, fn, infos, program)
+    done, fused_at = graph.taken, {}
     for patterns in (PATTERNS, GENERIC):
         for k in range(len(nodes)):
             if k in done:

@@ -61,8 +61,8 @@ def _grow(graph, root):
     while todo and len(members) < MAX_CHAIN:
         for i in graph.node(todo.pop()).inputs:
             p = graph.made_by(i)
-            if p is None or p in members or not _elementwise(graph, p):
-                continue
+            if p is None or p in members or p in graph.taken or not _elementwise(graph, p):
+                continue  # (a producer an earlier step took stays there: its value is an input)
             users = set(graph.consumers.get(i, []))
             outside = users - members
             if outside and (i in graph.function_outputs or min(outside) <= root):

@@ -27,8 +27,8 @@ class Fused:
 class Graph:
     """The specialised nodes of one function and the maps a pattern needs."""
 
-    def __init__(self, nodes, fn, infos):
-        self.nodes, self.fn, self.infos = nodes, fn, infos
+    def __init__(self, nodes, fn, infos, program=None):
+        self.nodes, self.fn, self.infos, self.program = nodes, fn, infos, program  # (the program: branches)
         self.producer, self.consumers = {}, {}
         for k, n in enumerate(nodes):
             for o in n.node.outputs:
@@ -37,6 +37,7 @@ class Graph:
                 if i >= 0:
                     self.consumers.setdefault(i, []).append(k)
         self.function_outputs = set(fn.outputs)
+        self.taken: set = set()  # nodes already standing in a fused step (fusion.apply keeps it)
 
     def op(self, k):
         return self.nodes[k].node.op if k is not None and 0 <= k < len(self.nodes) else None
