@@ -17,6 +17,7 @@ from litetrain.runtime import Executor, VariableStore
 from litetrain.ops.tf import proto
 from litetrain.tflite import InvalidModelError, UnsupportedOpError, read_model, write_model
 from litetrain.ops.tf import flex
+from test_tf_fixtures import skip_on_a_knife_edge
 
 FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "tf"
 
@@ -128,6 +129,7 @@ def test_corrupt_flex_options_are_an_invalid_model_error_naming_the_operator():
 
 @pytest.mark.parametrize("name", ["mlp_adam", "cnn_sgd", "bn_cnn_sgd", "mobilenet_sgd", "lstm_sgd"])
 def test_a_tensorflow_file_written_back_by_litetrain_trains_the_same_and_keeps_its_metadata(name):
+    skip_on_a_knife_edge(name)
     d = np.load(FIXTURES / f"{name}.npz")
     original = read_model((FIXTURES / f"{name}.tflite").read_bytes())
     assert {"CONVERSION_METADATA"} <= set(original.metadata)
