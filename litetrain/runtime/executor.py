@@ -24,7 +24,7 @@ from .. import ops  # noqa: F401  (registers the op families whose kernels run)
 from ..core.ir import Program, format_shape, numpy_dtype
 from ..core.registry import OPS
 from ..ops.checkpoint import CheckpointError
-from . import threads
+from . import heap, threads
 from .plan import OverBudget, Plan, build_plan
 from .bind import OutputCountError, bind_step
 from .steps import PURE, STATEFUL
@@ -171,6 +171,7 @@ class Executor:
 
     def __init__(self, program: Program, variables: VariableStore | None = None, optimize: bool = True,
                  num_threads: int = threads.DEFAULT_THREADS):
+        heap.keep_freed_memory()  # (once per process: a step's arrays are not faulted in anew each call)
         self.program = program
         self.num_threads = num_threads  # BLAS threads during a call (runtime/threads.py)
         self.variables = variables or VariableStore()
