@@ -187,3 +187,21 @@ def test_depthwise_kernel_keeps_its_buffers_between_calls_and_hands_out_new_arra
         outputs.append((a, b))
     for a, b in outputs:  # an earlier call's results are untouched by later calls
         np.testing.assert_array_equal(a["y"], b["y"])
+
+
+@pytest.mark.parametrize("kind", ["max_pool_2d", "average_pool_2d"])
+def test_a_window_larger_than_the_function_is_not_traced_at_plan_time(kind):
+    """A file may declare any window (a fuzzed one held 10^6 taps): the planner traces a pool's
+    gradient rule only when the function has as many nodes as the rule's taps at least, so such a
+    file fails at its call, at once, instead of planning for minutes."""
+    import time
+    from litetrain.tflite import read_model, write_model
+    program = read_model(lt.convert(pool_module(kind, (6, 6, 2), (2, 2), (2, 2), "VALID"), ["grad"]))
+    node = next(n for f in program.functions for n in f.nodes if n.op == kind)
+    node.attrs.update(filter_height=1000, filter_width=1000, padding="SAME")  # 3x3 out, as declared
+    interp = lt.Interpreter(model_content=write_model(program))
+    x, g = np.ones((1, 6, 6, 2), np.float32), np.ones((1, 3, 3, 2), np.float32)
+    cpu = time.process_time()
+    with pytest.raises(lt.ExecutionError):
+        interp.get_signature_runner("grad")(x=x, g=g)
+    assert time.process_time() - cpu < 1.0

@@ -155,9 +155,22 @@ def _declared(graph, tensor):
     return info.dtype, tuple(info.shape)
 
 
+def _window_taps(graph, node) -> int:
+    """The taps of a pool's or depthwise convolution's window: its gradient rule makes a node or more
+    for each (a file's window may be any size: one a fused step could stand for is no larger than
+    the function)."""
+    if "filter_height" in node.attrs:
+        return int(node.attrs["filter_height"]) * int(node.attrs["filter_width"])
+    spec = _declared(graph, node.inputs[1]) if len(node.inputs) > 1 else None
+    dims = spec[1] if spec is not None else ()
+    return int(dims[1] or 0) * int(dims[2] or 0) if len(dims) == 4 else 0
+
+
 def find(graph, k, which):
     """The subgraph computing the gradient of forward node k's input `which` with its own rule, or None."""
     node = graph.node(k)
+    if _window_taps(graph, node) > len(graph.nodes):  # no subgraph of the function can be the rule's: not traced
+        return None
     rule = traced_rule(node.op, _frozen(node.attrs), tuple(_declared(graph, i) for i in node.inputs),
                        tuple(_declared(graph, o) for o in node.outputs))
     if rule is None or rule.results[which] is None:
