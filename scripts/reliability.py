@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Run litetrain's reliability checks and write their table into RELIABILITY.md.
 
-    python scripts/reliability.py            # the full runs (about 20 minutes on 2 cores)
+    python scripts/reliability.py            # the full runs (about 15 minutes on 2 cores)
     python scripts/reliability.py --quick    # small runs (under a minute), the quick table
     python scripts/reliability.py --check    # run, then compare with the table in the file
 
