@@ -21,3 +21,15 @@ def conv_op(x, kernel, b, stride, tfl, dilation, groups, depthwise, cin, cout):
         bs = None if b is None else ops.slice_(b, [g * og], [og])
         outs.append(ops.conv_2d(xs, ks, bs, strides=stride, padding=tfl, dilations=dilation))
     return ops.concat(outs, 3)
+
+
+def conv1d_op(image, kernel, b, stride, tfl, dilation, groups, cin, cout):
+    """A 1-D convolution on a sequence seen as a 1-pixel-high NHWC image: `kernel` is [O, C/g, k]
+    (PyTorch's and ONNX's layout), made the 1xk filter conv_op takes."""
+    k, cin_g = kernel.shape[2], cin // groups
+    depthwise = groups > 1 and groups == cin and cin_g == 1
+    if depthwise:  # [1, 1, k, C * M]
+        kernel = ops.reshape(ops.transpose(kernel, [1, 2, 0]), [1, 1, k, cout])
+    else:  # [O, 1, k, C/g]
+        kernel = ops.reshape(ops.transpose(kernel, [0, 2, 1]), [cout, 1, k, cin_g])
+    return conv_op(image, kernel, b, (1, stride), tfl, (1, dilation), groups, depthwise, cin, cout)

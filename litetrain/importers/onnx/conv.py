@@ -9,7 +9,7 @@ import numpy as np
 from ... import ops
 from ...frontend.nn.norm import normalize
 from ...ops._util import num_elements
-from ..common import conv_op
+from ..common import conv1d_op, conv_op
 from .graph import P, V, auto_pads, handles, same_pads
 
 _PAD_BIG = 3.0e38  # max pooling's padding value (stands for -inf)
@@ -98,13 +98,8 @@ def _conv1d(ctx, node, x, w, b, wshape):
     else:
         image, tfl = _spatial(ctx, image, ((0, 0), (lo, hi)), (1, length), (1, k), (1, stride), (1, dilation))
     kernel = ctx.plain(w)  # [O, C/g, k]
-    depthwise = groups > 1 and groups == cin and cin_g == 1
-    if depthwise:  # [1, 1, k, C * M]
-        kernel = ops.reshape(ops.transpose(kernel, [1, 2, 0]), [1, 1, k, cout])
-    else:  # [O, 1, k, C/g]
-        kernel = ops.reshape(ops.transpose(kernel, [0, 2, 1]), [cout, 1, k, cin_g])
     bias = None if b is None else ctx.plain(b)
-    y = conv_op(image, kernel, bias, (1, stride), tfl, (1, dilation), groups, depthwise, cin, cout)
+    y = conv1d_op(image, kernel, bias, stride, tfl, dilation, groups, cin, cout)
     return _from_image(y)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from ... import ops
 from ...ops._util import num_elements
-from ..common import conv_op
+from ..common import conv1d_op, conv_op
 from .aten import TorchImportError, _aten_name, _pair, _same_pads, _shape, _V, _where, handles
 
 _PAD_BIG = 3.0e38  # max pooling's padding value (stands for -inf)
@@ -207,13 +207,8 @@ def _conv1d(ctx, node, x, w, bias=None, stride=1, padding=0, dilation=1, groups=
     else:
         image, tfl = _spatial(ctx, image, pads, (1, length), (1, k), (1, stride), (1, dilation))
     kernel = ctx.torch(w)  # [O, C/g, k]
-    depthwise = groups > 1 and groups == cin and cin_g == 1
-    if depthwise:  # [1, 1, k, C * M]
-        kernel = ops.reshape(ops.transpose(kernel, [1, 2, 0]), [1, 1, k, cout])
-    else:  # [O, 1, k, C/g]
-        kernel = ops.reshape(ops.transpose(kernel, [0, 2, 1]), [cout, 1, k, cin_g])
     b = None if bias is None else ctx.torch(bias)
-    y = conv_op(image, kernel, b, (1, stride), tfl, (1, dilation), groups, depthwise, cin, cout)
+    y = conv1d_op(image, kernel, b, stride, tfl, dilation, groups, cin, cout)
     return _V(ops.transpose(ops.squeeze(y, [1]), [0, 2, 1]))
 
 
